@@ -1,0 +1,90 @@
+"""The label cleansing module (LCM): pseudo low-noise labels from a teacher's probabilities.
+
+Arrays: ``probs`` is ``(K, *spatial)`` (softmax over K classes), ``given`` is ``(*spatial)``
+class indices, with spatial ``(H, W)`` or ``(D, H, W)`` for a stack of slices. Where the teacher
+is confident its class is taken; elsewhere the given label is kept. Each class is then cleaned:
+holes filled (per slice), new specks dropped, and only the largest component kept for classes
+that are one object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+from scipy import ndimage
+
+
+def _check(probs: np.ndarray, given: np.ndarray) -> None:
+    if probs.ndim != given.ndim + 1 or probs.shape[1:] != given.shape:
+        raise ValueError(f"probs must be (K, *spatial) for given {given.shape}, got {probs.shape}")
+    if probs.shape[0] < 2:
+        raise ValueError(f"probs needs at least 2 classes, got {probs.shape[0]}")
+    if given.size and (given.min() < 0 or given.max() >= probs.shape[0]):
+        raise ValueError(f"given labels must lie in 0..{probs.shape[0] - 1}")
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    if mask.ndim == 2:
+        return ndimage.binary_fill_holes(mask)
+    return np.stack([ndimage.binary_fill_holes(s) for s in mask])
+
+
+def cleanse(
+    probs: np.ndarray,
+    given: np.ndarray,
+    *,
+    confidence: float = 0.8,
+    single_object_classes: Iterable[int] = (),
+    min_component_fraction: float = 0.1,
+    fill_holes: bool = True,
+) -> np.ndarray:
+    """Return the pseudo label ``(*spatial)``, in ``given``'s dtype."""
+    _check(probs, given)
+    if not 0.5 <= confidence <= 1.0:
+        raise ValueError(f"confidence must be in [0.5, 1], got {confidence}")
+    single = set(single_object_classes)
+    pseudo = np.where(probs.max(axis=0) >= confidence, probs.argmax(axis=0), given)
+    for c in range(1, probs.shape[0]):
+        mask = pseudo == c
+        if not mask.any():
+            continue
+        if fill_holes:
+            holes = _fill_holes(mask) & (pseudo == 0)
+            pseudo[holes] = c
+            mask |= holes
+        labels, count = ndimage.label(mask)
+        if count <= 1:
+            continue
+        sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
+        keep = np.zeros(count + 1, bool)
+        if c in single:
+            keep[1 + int(np.argmax(sizes))] = True
+        else:
+            overlap = ndimage.sum_labels(given == c, labels, index=np.arange(1, count + 1))
+            from_given = overlap >= sizes / 2  # objects the annotator drew are never specks
+            keep[1:] = (sizes >= min_component_fraction * sizes.max()) | from_given
+        pseudo[mask & ~keep[labels]] = 0
+    return pseudo.astype(given.dtype, copy=False)
+
+
+def issue_map(probs: np.ndarray, given: np.ndarray) -> np.ndarray:
+    """Per-pixel probability that the given label is wrong, ``1 - p(given)``, as uint8 0..255."""
+    _check(probs, given)
+    p_given = np.take_along_axis(probs, given[None].astype(np.int64), axis=0)[0]
+    return np.clip(np.rint((1.0 - p_given) * 255.0), 0, 255).astype(np.uint8)
+
+
+def infer_single_object_classes(
+    masks: Iterable[np.ndarray], num_classes: int, *, share: float = 0.9
+) -> tuple[int, ...]:
+    """Classes drawn as one connected object in at least ``share`` of the masks that hold them."""
+    present = np.zeros(num_classes, int)
+    single = np.zeros(num_classes, int)
+    for mask in masks:
+        for c in range(1, num_classes):
+            component = mask == c
+            if component.any():
+                present[c] += 1
+                single[c] += ndimage.label(component)[1] == 1
+    return tuple(c for c in range(1, num_classes) if present[c] and single[c] >= share * present[c])

@@ -1,0 +1,109 @@
+"""Every choice of the audit, as one frozen dataclass with tested defaults (see method.md)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """Hyper-parameters of the self-cleansing audit. Validated on construction."""
+
+    # Preprocessing: every 2D image or slice is padded to a square and resized to size x size.
+    size: int = 128
+    # Network: a MONAI residual U-Net.
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    num_res_units: int = 1
+    # Training.
+    epochs: int = 40
+    warmup_epochs: int | None = None  # None: a third of the epochs
+    batch_size: int = 8
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    augment_flips: bool = True
+    seed: int = 0
+    # Teacher: EMA of the weights (per optimiser step), flip test-time augmentation.
+    ema_decay: float = 0.95
+    tta_flips: bool = True
+    # Label filter (LFM): disagreement measured within ring_radius px of the objects.
+    ring_radius: int = 4
+    gmm_min_separation: float = 2.0  # Ashman's D between the two components
+    gmm_min_weight: float = 0.03  # the smaller component's share of the cases
+    gmm_min_bic_gain: float = 5.0  # how much better (BIC) two components must fit than one
+    gmm_max_noisy_weight: float = 0.5  # a "noisy" component larger than this is no clean majority
+    clean_prob_momentum: float = 0.5  # smoothing of the clean probability across epochs
+    flag_threshold: float = 0.5  # flagged when the smoothed clean probability is below
+    # Label cleansing (LCM).
+    confidence: float = 0.8  # teacher probability above which its class replaces the given one
+    min_component_fraction: float = 0.1  # smaller components (vs. the class's largest) are specks
+    fill_holes: bool = True
+    single_object_classes: tuple[int, ...] | None = None  # None: inferred from the given masks
+    # Joint supervision.
+    lambda_max: float = 1.0
+    lambda_ramp_epochs: int = 5
+    weight_by_clean_prob: bool = True
+    # Input.
+    min_cases: int = 8
+    num_classes: int | None = None  # None: inferred as the largest mask value + 1
+    max_classes: int = 32  # inferred class counts above this are taken as a mis-encoded mask
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ValueError(f"invalid audit config: {message}")
+
+        need(
+            self.size >= 32 and self.size % 8 == 0,
+            f"size must be >= 32 and a multiple of 8, got {self.size}",
+        )
+        need(
+            len(self.channels) >= 2 and all(c > 0 for c in self.channels),
+            f"channels must be 2+ positive ints, got {self.channels}",
+        )
+        need(self.epochs >= 2, f"epochs must be >= 2, got {self.epochs}")
+        need(
+            1 <= self.warmup < self.epochs,
+            f"warmup_epochs must be in 1..epochs-1, got {self.warmup}",
+        )
+        need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        need(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
+        need(0.0 <= self.ema_decay < 1.0, f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        need(self.ring_radius >= 0, f"ring_radius must be >= 0, got {self.ring_radius}")
+        need(self.gmm_min_separation >= 0, "gmm_min_separation must be >= 0")
+        need(0.0 <= self.gmm_min_weight < 0.5, "gmm_min_weight must be in [0, 0.5)")
+        need(0.5 <= self.gmm_max_noisy_weight <= 1.0, "gmm_max_noisy_weight must be in [0.5, 1]")
+        need(0.0 <= self.clean_prob_momentum < 1.0, "clean_prob_momentum must be in [0, 1)")
+        need(0.0 < self.flag_threshold < 1.0, "flag_threshold must be in (0, 1)")
+        need(
+            0.5 <= self.confidence <= 1.0, f"confidence must be in [0.5, 1], got {self.confidence}"
+        )
+        need(0.0 <= self.min_component_fraction < 1.0, "min_component_fraction must be in [0, 1)")
+        need(self.lambda_max >= 0, "lambda_max must be >= 0")
+        need(self.lambda_ramp_epochs >= 1, "lambda_ramp_epochs must be >= 1")
+        need(
+            self.min_cases >= 4,
+            f"min_cases must be >= 4 (the mixture needs cases), got {self.min_cases}",
+        )
+        need(self.num_classes is None or self.num_classes >= 2, "num_classes must be >= 2")
+        need(self.max_classes >= 2, "max_classes must be >= 2")
+
+    @property
+    def warmup(self) -> int:
+        """Warm-up epochs in effect."""
+        return self.warmup_epochs if self.warmup_epochs is not None else max(1, self.epochs // 3)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AuditConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"invalid audit config: unknown keys {unknown}")
+        values = dict(data)
+        for key in ("channels", "single_object_classes"):
+            if values.get(key) is not None:
+                values[key] = tuple(values[key])
+        return cls(**values)

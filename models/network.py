@@ -1,0 +1,62 @@
+"""The segmentation network (MONAI residual U-Net), its EMA teacher, and flip-TTA prediction."""
+
+from __future__ import annotations
+
+import torch
+from monai.networks.nets import UNet
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from models.config import AuditConfig
+
+
+def build_network(in_channels: int, num_classes: int, config: AuditConfig) -> nn.Module:
+    return UNet(
+        spatial_dims=2,
+        in_channels=in_channels,
+        out_channels=num_classes,
+        channels=config.channels,
+        strides=(2,) * (len(config.channels) - 1),
+        num_res_units=config.num_res_units,
+        norm="batch",
+    )
+
+
+def build_teacher(student: nn.Module, decay: float) -> AveragedModel:
+    """An exponential moving average of the student's weights and batch-norm statistics."""
+    return AveragedModel(student, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` takes CUDA when present, else the CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got '{name}'")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def predict_probs(
+    model: nn.Module, images: torch.Tensor, *, tta_flips: bool, batch_size: int = 32
+) -> torch.Tensor:
+    """Softmax probabilities ``(N, K, S, S)`` for images ``(N, C, S, S)``, on the CPU.
+
+    With ``tta_flips`` the prediction is the mean over identity, horizontal and vertical flips.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    flips: list[tuple[int, ...]] = [(), (-1,), (-2,)] if tta_flips else [()]
+    out = []
+    for start in range(0, images.shape[0], batch_size):
+        x = images[start : start + batch_size].to(device)
+        total = None
+        for dims in flips:
+            logits = model(x.flip(dims) if dims else x)
+            probs = torch.softmax(logits, dim=1)
+            probs = probs.flip(dims) if dims else probs
+            total = probs if total is None else total + probs
+        out.append((total / len(flips)).float().cpu())
+    return torch.cat(out)

@@ -1,0 +1,245 @@
+"""The self-cleansing training loop: warm-up, then label filter + cleansing + joint supervision.
+
+Read top to bottom: ``train`` runs the epochs; ``filter_step`` is one pass of the label
+filter (teacher prediction, disagreement, mixture, smoothing) and the label cleansing module.
+Progress goes to a callback, so this module never knows who is listening.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.losses import DiceLoss
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+
+from models.cases import Dataset
+from models.cleansing import cleanse
+from models.config import AuditConfig
+from models.disagreement import Disagreement, measure
+from models.label_filter import FilterResult, fit_label_filter, log_scale
+from models.network import build_network, build_teacher, predict_probs
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One progress report. ``phase`` is load, warmup, train, score or write."""
+
+    phase: str
+    epoch: int  # 1-based; 0 outside training
+    epochs: int
+    step: int  # 1-based within the epoch (or the phase)
+    steps: int
+    loss: float | None = None
+    flagged: int | None = None
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+@dataclass
+class TrainData:
+    """All working-size slices: images ``(M, C, S, S)``, masks ``(M, S, S)``, case per slice."""
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    slice_case: torch.Tensor
+    case_slices: list[slice]
+    num_classes: int
+    in_channels: int
+    single_object_classes: tuple[int, ...]
+
+    @classmethod
+    def from_dataset(cls, dataset: Dataset, single_object_classes: tuple[int, ...]) -> TrainData:
+        bounds = np.cumsum([0] + [c.num_slices for c in dataset.cases])
+        return cls(
+            images=torch.cat([c.image for c in dataset.cases]),
+            masks=torch.cat([c.mask for c in dataset.cases]),
+            slice_case=torch.repeat_interleave(
+                torch.arange(len(dataset.cases)),
+                torch.tensor([c.num_slices for c in dataset.cases]),
+            ),
+            case_slices=[
+                slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+            ],
+            num_classes=dataset.num_classes,
+            in_channels=dataset.in_channels,
+            single_object_classes=single_object_classes,
+        )
+
+    @property
+    def num_cases(self) -> int:
+        return len(self.case_slices)
+
+
+@dataclass
+class TrainState:
+    net: nn.Module
+    teacher: AveragedModel
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    epoch: int = 0  # epochs completed
+    clean_prob: np.ndarray | None = None  # (N,) smoothed across filter passes
+    flagged: np.ndarray | None = None  # (N,) bool
+    pseudo: torch.Tensor | None = None  # (M, S, S) uint8 pseudo labels from the last pass
+    figures: list[Disagreement] = field(default_factory=list)
+    last_filter: FilterResult | None = None
+    history: list[dict[str, object]] = field(default_factory=list)
+
+
+def new_state(data: TrainData, config: AuditConfig, device: torch.device) -> TrainState:
+    torch.manual_seed(config.seed)
+    net = build_network(data.in_channels, data.num_classes, config).to(device)
+    optimizer = torch.optim.AdamW(
+        net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+    return TrainState(net, build_teacher(net, config.ema_decay), optimizer, generator)
+
+
+def pseudo_label(
+    probs: np.ndarray, given: np.ndarray, data: TrainData, config: AuditConfig
+) -> np.ndarray:
+    """The cleansing module with this audit's settings, for ``(K, D, H, W)`` probabilities."""
+    return cleanse(
+        probs,
+        given,
+        confidence=config.confidence,
+        single_object_classes=data.single_object_classes,
+        min_component_fraction=config.min_component_fraction,
+        fill_holes=config.fill_holes,
+    )
+
+
+def filter_step(state: TrainState, data: TrainData, config: AuditConfig) -> FilterResult:
+    """Label filter and cleansing over every case, with the teacher; updates ``state``."""
+    figures: list[Disagreement] = []
+    pseudo = torch.empty_like(data.masks)
+    for span in data.case_slices:
+        probs = predict_probs(state.teacher.module, data.images[span], tta_flips=config.tta_flips)
+        probs_k = probs.movedim(1, 0).numpy()  # (K, D, S, S)
+        given = data.masks[span].numpy()
+        figures.append(measure(probs_k, given, ring_radius=config.ring_radius))
+        pseudo[span] = torch.from_numpy(pseudo_label(probs_k, given, data, config))
+    result = fit_label_filter(
+        log_scale(np.array([f.features() for f in figures])),
+        seed=config.seed,
+        min_separation=config.gmm_min_separation,
+        min_weight=config.gmm_min_weight,
+        min_bic_gain=config.gmm_min_bic_gain,
+        max_noisy_weight=config.gmm_max_noisy_weight,
+    )
+    if state.clean_prob is None:
+        state.clean_prob = result.clean_prob.copy()
+    else:
+        m = config.clean_prob_momentum
+        state.clean_prob = m * state.clean_prob + (1.0 - m) * result.clean_prob
+    state.flagged = state.clean_prob < config.flag_threshold
+    state.pseudo, state.figures, state.last_filter = pseudo, figures, result
+    return result
+
+
+def ramp(epoch: int, config: AuditConfig) -> float:
+    """Weight of the pseudo-label loss in ``epoch`` (0-based): 0 in warm-up, then a linear ramp."""
+    if epoch < config.warmup:
+        return 0.0
+    return config.lambda_max * min(1.0, (epoch - config.warmup + 1) / config.lambda_ramp_epochs)
+
+
+def _slice_weights_and_targets(
+    state: TrainState, data: TrainData, config: AuditConfig, epoch: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-slice loss weight and target for this epoch (joint supervision)."""
+    if epoch < config.warmup or state.flagged is None or state.clean_prob is None:
+        return torch.ones(len(data.masks)), data.masks
+    flagged = torch.from_numpy(state.flagged)[data.slice_case]
+    clean_prob = torch.from_numpy(state.clean_prob).float()[data.slice_case]
+    clean_weight = clean_prob if config.weight_by_clean_prob else torch.ones_like(clean_prob)
+    weights = torch.where(flagged, torch.full_like(clean_prob, ramp(epoch, config)), clean_weight)
+    assert state.pseudo is not None
+    targets = torch.where(flagged[:, None, None], state.pseudo, data.masks)
+    return weights, targets
+
+
+def _flip_batch(
+    x: torch.Tensor, y: torch.Tensor, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    for dim in (-1, -2):
+        pick = torch.rand(x.shape[0], generator=g) < 0.5
+        x = torch.where(pick[:, None, None, None], x.flip(dim), x)
+        y = torch.where(pick[:, None, None], y.flip(dim), y)
+    return x, y
+
+
+def train_epoch(
+    state: TrainState,
+    data: TrainData,
+    config: AuditConfig,
+    device: torch.device,
+    report: ProgressFn,
+) -> float:
+    """One epoch over all slices; returns the mean weighted loss."""
+    epoch = state.epoch
+    weights, targets = _slice_weights_and_targets(state, data, config, epoch)
+    dice = DiceLoss(to_onehot_y=True, softmax=True, reduction="none")
+    order = torch.randperm(len(data.masks), generator=state.generator)
+    steps = (len(order) + config.batch_size - 1) // config.batch_size
+    phase = "warmup" if epoch < config.warmup else "train"
+    state.net.train()
+    total = 0.0
+    for step in range(steps):
+        idx = order[step * config.batch_size : (step + 1) * config.batch_size]
+        x, y = data.images[idx], targets[idx].long()
+        if config.augment_flips:
+            x, y = _flip_batch(x, y, state.generator)
+        x, y, w = x.to(device), y.to(device), weights[idx].to(device)
+        logits = state.net(x)
+        per_slice = dice(logits, y[:, None]).mean(dim=(1, 2, 3)) + F.cross_entropy(
+            logits, y, reduction="none"
+        ).mean(dim=(1, 2))
+        loss = (w * per_slice).sum() / len(idx)
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        state.optimizer.step()
+        state.teacher.update_parameters(state.net)
+        total += loss.item()
+        flagged = int(state.flagged.sum()) if state.flagged is not None else 0
+        report(Progress(phase, epoch + 1, config.epochs, step + 1, steps, loss.item(), flagged))
+    return total / steps
+
+
+def train(
+    state: TrainState,
+    data: TrainData,
+    config: AuditConfig,
+    device: torch.device,
+    *,
+    report: ProgressFn,
+    on_epoch_end: Callable[[TrainState], None],
+) -> TrainState:
+    """Run the remaining epochs of ``state`` (all of them for a new state)."""
+    while state.epoch < config.epochs:
+        started = time.perf_counter()
+        result = filter_step(state, data, config) if state.epoch >= config.warmup else None
+        loss = train_epoch(state, data, config, device, report)
+        state.epoch += 1
+        state.history.append(
+            {
+                "epoch": state.epoch,
+                "phase": "warmup" if result is None else "train",
+                "loss": loss,
+                "flagged": int(state.flagged.sum()) if state.flagged is not None else 0,
+                "lambda": ramp(state.epoch - 1, config),
+                "separation": result.separation if result else None,
+                "degenerate": result.degenerate if result else None,
+                "filter_reason": result.reason if result else None,
+                "seconds": time.perf_counter() - started,
+            }
+        )
+        on_epoch_end(state)
+    return state
