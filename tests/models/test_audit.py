@@ -1,0 +1,179 @@
+"""The audit pipeline's mechanics on real data with a tiny network: outputs, geometry round
+trips, determinism, resume, progress and segmentation of new cases. Detection quality is tested
+in test_detection.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import nrrd
+import numpy as np
+import pytest
+from PIL import Image
+
+from models import errors, outputs
+from models.audit import run_audit
+from models.config import AuditConfig
+from models.errors import InputError
+from models.segment import segment_folder
+from models.train import Progress
+from tests.conftest import copy_hc18, mr_nifti_cases
+
+TINY = AuditConfig(size=32, channels=(8, 16, 32), epochs=4, warmup_epochs=2, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def hc18_data(tmp_path_factory) -> tuple[Path, Path]:
+    return copy_hc18(tmp_path_factory.mktemp("hc18"), 8, step=7)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(hc18_data, tmp_path_factory):
+    images, masks = hc18_data
+    events: list[Progress] = []
+    out = tmp_path_factory.mktemp("runs") / "first"
+    result = run_audit(images, masks, out, TINY, device="cpu", report=events.append)
+    return result, events
+
+
+def test_writes_every_output_on_the_input_grid(tiny_run, hc18_data):
+    result, _ = tiny_run
+    _, masks = hc18_data
+    out = result.out_dir
+    rows = outputs.read_scores(out / outputs.SCORES)
+    assert [r["case"] for r in rows] == [r.case for r in result.results]
+    assert len(rows) == 8 and {"case", "noise_score", "flagged", "ce", "dice_gap"} <= set(rows[0])
+    scores = [float(r["noise_score"]) for r in rows]
+    assert scores == sorted(scores, reverse=True) and all(0.0 <= s <= 1.0 for s in scores)
+    for mask in masks.iterdir():
+        given = np.asarray(Image.open(mask))
+        for folder in (outputs.CLEANSED, outputs.PSEUDO, outputs.ISSUE_MAPS):
+            written = np.asarray(Image.open(out / folder / mask.name))
+            assert written.shape == given.shape and written.dtype == np.uint8
+        cleansed = np.asarray(Image.open(out / outputs.CLEANSED / mask.name))
+        assert set(np.unique(cleansed)) <= {0, 1}
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "no staging left behind"
+
+
+def test_unflagged_cases_keep_their_given_mask(tiny_run, hc18_data):
+    result, _ = tiny_run
+    _, masks = hc18_data
+    for r in result.results:
+        if not r.flagged:
+            given = np.asarray(Image.open(masks / f"{r.case}.png"))
+            cleansed = np.asarray(Image.open(result.out_dir / outputs.CLEANSED / f"{r.case}.png"))
+            assert np.array_equal(given, cleansed)
+
+
+def test_run_json_records_config_versions_timings_and_summary(tiny_run):
+    result, _ = tiny_run
+    run = json.loads((result.out_dir / outputs.RUN).read_text())
+    assert run["config"]["size"] == 32 and run["config"]["warmup_epochs_in_effect"] == 2
+    assert {"torch", "monai", "numpy", "scikit-learn", "segaudit"} <= set(run["versions"])
+    assert run["timings"]["train_s"] > 0 and run["timings"]["total_s"] >= run["timings"]["train_s"]
+    assert run["summary"]["cases"] == 8 and len(run["history"]) == 4
+    assert run["inputs"]["num_classes"] == 2 and run["inputs"]["single_object_classes"] == [1]
+
+
+def test_progress_reports_every_phase_with_epochs_and_steps(tiny_run):
+    _, events = tiny_run
+    phases = [e.phase for e in events]
+    assert phases[0] == "load" and phases[-1] == "write"
+    assert {"warmup", "train", "score"} <= set(phases)
+    training = [e for e in events if e.phase in ("warmup", "train")]
+    assert {e.epoch for e in training} == {1, 2, 3, 4}
+    assert all(e.steps == 2 and e.loss is not None and e.loss >= 0 for e in training)
+
+
+def test_same_seed_same_result_on_cpu(tiny_run, hc18_data, tmp_path):
+    result, _ = tiny_run
+    images, masks = hc18_data
+    again = run_audit(images, masks, tmp_path / "again", TINY, device="cpu")
+    assert (again.out_dir / outputs.SCORES).read_bytes() == (
+        result.out_dir / outputs.SCORES
+    ).read_bytes()
+    for name in (p.name for p in (result.out_dir / outputs.ISSUE_MAPS).iterdir()):
+        a = np.asarray(Image.open(again.out_dir / outputs.ISSUE_MAPS / name))
+        b = np.asarray(Image.open(result.out_dir / outputs.ISSUE_MAPS / name))
+        assert np.array_equal(a, b)
+
+
+def test_an_interrupted_run_resumes_to_the_same_result(tiny_run, hc18_data, tmp_path):
+    result, _ = tiny_run
+    images, masks = hc18_data
+    out = tmp_path / "resumed"
+
+    def interrupt_in_epoch_3(p: Progress) -> None:
+        if p.phase == "train" and p.epoch == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_audit(images, masks, out, TINY, device="cpu", report=interrupt_in_epoch_3)
+    assert sorted(p.name for p in out.iterdir()) == [outputs.MODEL], "only the checkpoint stays"
+    resumed = run_audit(images, masks, out, TINY, device="cpu", resume=True)
+    assert resumed.run["resumed_from_epoch"] == 2
+    assert (out / outputs.SCORES).read_bytes() == (result.out_dir / outputs.SCORES).read_bytes()
+
+
+def test_resume_refuses_other_settings(tiny_run, hc18_data, tmp_path):
+    images, masks = hc18_data
+    out = tmp_path / "other"
+    out.mkdir()
+    (out / outputs.MODEL).write_bytes((tiny_run[0].out_dir / outputs.MODEL).read_bytes())
+    with pytest.raises(InputError, match="seed differ") as info:
+        run_audit(
+            images,
+            masks,
+            out,
+            AuditConfig(**{**TINY.to_dict(), "seed": 5}),
+            device="cpu",
+            resume=True,
+        )
+    assert info.value.code == errors.CHECKPOINT_MISMATCH
+
+
+def test_overwrite_replaces_results(tiny_run, hc18_data, tmp_path):
+    images, masks = hc18_data
+    out = tmp_path / "over"
+    run_audit(images, masks, out, TINY, device="cpu")
+    (out / "notes.txt").write_text("kept")
+    run_audit(images, masks, out, TINY, device="cpu", overwrite=True)
+    assert (out / "notes.txt").read_text() == "kept" and (out / outputs.SCORES).exists()
+
+
+def test_the_checkpoint_segments_new_images(tiny_run, hc18_data, tmp_path):
+    result, _ = tiny_run
+    images, _ = hc18_data
+    written = segment_folder(result.out_dir / outputs.MODEL, images, tmp_path / "seg", device="cpu")
+    assert len(written) == 8
+    for path in written:
+        labels = np.asarray(Image.open(path))
+        assert labels.shape == np.asarray(Image.open(images / path.name)).shape[:2]
+        assert set(np.unique(labels)) <= {0, 1}
+
+
+@pytest.mark.parametrize("fmt", ["nifti", "nrrd"])
+def test_3d_volumes_come_back_on_their_own_grid(tmp_path, fmt):
+    images, masks = mr_nifti_cases(tmp_path / "mr", fmt=fmt)
+    result = run_audit(images, masks, tmp_path / "out", TINY, device="cpu")
+    out = result.out_dir
+    ext = ".nii.gz" if fmt == "nifti" else ".nrrd"
+    total_slices = 0
+    for mask in sorted(masks.iterdir()):
+        for folder in (outputs.CLEANSED, outputs.ISSUE_MAPS):
+            written = out / folder / mask.name
+            assert written.name.endswith(ext)
+            if fmt == "nifti":
+                src, dst = nib.load(str(mask)), nib.load(str(written))
+                assert dst.shape == src.shape and np.allclose(dst.affine, src.affine)
+            else:
+                (src_data, src_h), (dst_data, dst_h) = nrrd.read(str(mask)), nrrd.read(str(written))
+                assert dst_data.shape == src_data.shape
+                assert np.allclose(dst_h["space directions"], src_h["space directions"])
+                assert np.allclose(dst_h["space origin"], src_h["space origin"])
+        total_slices += 5
+    slices = outputs.read_scores(out / outputs.SLICES)  # same CSV reader
+    assert len(slices) == total_slices
+    assert result.run["inputs"]["is_3d"] is True

@@ -1,0 +1,240 @@
+"""Every kind of bad input gets one clear error naming the case, a non-zero exit, and no output.
+
+The command line is driven in-process; each error is found before any training starts.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from models import errors
+from models.cli import main
+from tests.conftest import mr_nifti_cases
+
+
+def run_cli(images: Path, masks: Path, out: Path, *extra: str) -> int:
+    return main(
+        [
+            "audit",
+            "--images",
+            str(images),
+            "--masks",
+            str(masks),
+            "--out",
+            str(out),
+            "--quiet",
+            *extra,
+        ]
+    )
+
+
+def expect_error(capsys, images, masks, out, code, *fragments, extra=()):
+    rc = run_cli(images, masks, out, *extra)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert f"[{code}]" in err
+    for fragment in fragments:
+        assert fragment in err, err
+    assert err.count("\n") == 1, "one clear message, not a traceback"
+    assert not out.exists() or not any(out.iterdir()), "nothing may be written for bad input"
+    return err
+
+
+def first_case(folder: Path) -> Path:
+    return sorted(folder.iterdir())[0]
+
+
+def test_image_without_mask(hc18_small, tmp_path, capsys):
+    images, masks = hc18_small
+    victim = first_case(masks)
+    victim.unlink()
+    expect_error(
+        capsys, images, masks, tmp_path / "out", errors.MISSING_MASK, victim.stem, "has no mask"
+    )
+
+
+def test_mask_without_image(hc18_small, tmp_path, capsys):
+    images, masks = hc18_small
+    victim = first_case(images)
+    victim.unlink()
+    expect_error(
+        capsys, images, masks, tmp_path / "out", errors.MISSING_IMAGE, victim.stem, "has no image"
+    )
+
+
+def test_shape_mismatch(hc18_small, tmp_path, capsys):
+    images, masks = hc18_small
+    victim = sorted(masks.iterdir())[3]
+    Image.fromarray(np.asarray(Image.open(victim))[:500]).save(victim)
+    expect_error(
+        capsys, images, masks, tmp_path / "out", errors.SHAPE_MISMATCH, victim.stem, "(500, 800)"
+    )
+
+
+def test_geometry_mismatch(tmp_path, capsys):
+    images, masks = mr_nifti_cases(tmp_path / "data")
+    victim = sorted(masks.iterdir())[2]
+    img = nib.load(str(victim))
+    shifted = img.affine.copy()
+    shifted[:3, 3] += 10.0
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), shifted), str(victim))
+    expect_error(
+        capsys,
+        images,
+        masks,
+        tmp_path / "out",
+        errors.GEOMETRY_MISMATCH,
+        "brain1_z10",
+        "affines differ",
+    )
+
+
+def test_unreadable_file(hc18_small, tmp_path, capsys):
+    images, masks = hc18_small
+    victim = sorted(images.iterdir())[5]
+    victim.write_bytes(b"\x89PNG truncated")
+    expect_error(
+        capsys, images, masks, tmp_path / "out", errors.UNREADABLE, victim.stem, "cannot read image"
+    )
+
+
+def test_mask_with_non_integer_values(hc18_small, tmp_path, capsys):
+    images, masks = hc18_small
+    victim = sorted(masks.iterdir())[1]
+    soft = np.asarray(Image.open(victim)).astype(np.float32) * 0.5
+    tifffile.imwrite(masks / f"{victim.stem}.tif", soft)
+    victim.unlink()
+    expect_error(
+        capsys, images, masks, tmp_path / "out", errors.MASK_NOT_INTEGER, victim.stem, "non-integer"
+    )
+
+
+def test_mask_with_out_of_range_values(hc18_small, tmp_path, capsys):
+    images, masks = hc18_small
+    victim = sorted(masks.iterdir())[2]
+    Image.fromarray(np.asarray(Image.open(victim)) * 255).save(victim)
+    expect_error(
+        capsys,
+        images,
+        masks,
+        tmp_path / "out",
+        errors.MASK_OUT_OF_RANGE,
+        victim.stem,
+        "value 255",
+        "0/1",
+    )
+
+
+def test_mask_value_beyond_the_stated_class_count(hc18_small, tmp_path, capsys):
+    images, masks = hc18_small
+    victim = sorted(masks.iterdir())[2]
+    Image.fromarray(np.asarray(Image.open(victim)) * 3).save(victim)
+    expect_error(
+        capsys,
+        images,
+        masks,
+        tmp_path / "out",
+        errors.MASK_OUT_OF_RANGE,
+        victim.stem,
+        "num_classes is 2",
+        extra=("--num-classes", "2"),
+    )
+
+
+def test_negative_mask_values(tmp_path, capsys):
+    images, masks = mr_nifti_cases(tmp_path / "data")
+    victim = sorted(masks.iterdir())[0]
+    img = nib.load(str(victim))
+    data = np.asarray(img.dataobj).astype(np.int16)
+    data[0, 0, 0] = -1
+    nib.save(nib.Nifti1Image(data, img.affine), str(victim))
+    expect_error(
+        capsys,
+        images,
+        masks,
+        tmp_path / "out",
+        errors.MASK_OUT_OF_RANGE,
+        victim.name.split(".")[0],
+        "-1",
+    )
+
+
+def test_too_few_cases(hc18_small, tmp_path, capsys):
+    images, masks = hc18_small
+    for victim in sorted(images.iterdir())[3:]:
+        victim.unlink()
+        (masks / victim.name).unlink()
+    expect_error(
+        capsys, images, masks, tmp_path / "out", errors.TOO_FEW_CASES, "found 3 cases", "at least 8"
+    )
+
+
+def test_empty_folders(tmp_path, capsys):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    expect_error(
+        capsys,
+        tmp_path / "images",
+        tmp_path / "masks",
+        tmp_path / "out",
+        errors.EMPTY_FOLDER,
+        "holds no image",
+    )
+
+
+def test_missing_folder(hc18_small, tmp_path, capsys):
+    images, _ = hc18_small
+    expect_error(
+        capsys, images, tmp_path / "nowhere", tmp_path / "out", errors.NOT_A_FOLDER, "nowhere"
+    )
+
+
+def test_unsupported_extension(hc18_small, tmp_path, capsys):
+    images, masks = hc18_small
+    (images / "notes.jpg").write_bytes(b"")
+    expect_error(
+        capsys, images, masks, tmp_path / "out", errors.UNSUPPORTED_FORMAT, "notes.jpg", ".nii.gz"
+    )
+
+
+def test_masks_without_any_foreground(hc18_small, tmp_path, capsys):
+    images, masks = hc18_small
+    for victim in masks.iterdir():
+        Image.fromarray(np.zeros((540, 800), np.uint8)).save(victim)
+    expect_error(capsys, images, masks, tmp_path / "out", errors.NO_FOREGROUND, "nothing to audit")
+
+
+def test_a_non_empty_output_folder_is_left_alone(hc18_small, tmp_path, capsys):
+    images, masks = hc18_small
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    rc = run_cli(images, masks, out)
+    assert rc == 2 and f"[{errors.OUTPUT_NOT_EMPTY}]" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_bad_settings_exit_non_zero(hc18_small, tmp_path, capsys):
+    images, masks = hc18_small
+    rc = run_cli(images, masks, tmp_path / "out", "--size", "20")
+    assert rc == 2 and "size must be >= 32" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("bad", ["image", "mask"])
+def test_errors_name_the_first_bad_case_even_among_many(hc18_small, tmp_path, capsys, bad):
+    images, masks = hc18_small
+    folder = images if bad == "image" else masks
+    for victim in sorted(folder.iterdir())[-2:]:
+        shutil.move(victim, tmp_path / victim.name)
+    code = errors.MISSING_IMAGE if bad == "image" else errors.MISSING_MASK
+    expect_error(
+        capsys, images, masks, tmp_path / "out", code, "1 more case has the same problem"
+    )

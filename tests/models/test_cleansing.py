@@ -1,0 +1,134 @@
+"""The cleansing module on small real masks, with a simulated teacher.
+
+The teacher is the true mask blurred: confident inside and outside the objects, unsure near
+their boundaries, as a network trained on mostly clean labels is.
+"""
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from models.cleansing import cleanse, infer_single_object_classes, issue_map
+from models.evaluate import mask_dice
+from tests.conftest import HC18, SAMPLE
+
+DSB = (
+    SAMPLE
+    / "dsb2018"
+    / "labels"
+    / "4bf6a5ec42032bb8dbbb10d25fdc5211b2fe1ce44b6e577ef89dbda17697d819.png"
+)
+
+
+def teacher(truth: np.ndarray, sigma: float = 1.5) -> np.ndarray:
+    """``(2, H, W)`` probabilities of a teacher that learned the true mask."""
+    fg = ndimage.gaussian_filter((truth > 0).astype(float), sigma)
+    return np.stack([1.0 - fg, fg])
+
+
+@pytest.fixture
+def head() -> np.ndarray:
+    """A real hc18 head mask at a quarter of its size (135 x 200)."""
+    mask = np.asarray(Image.open(HC18 / "masks" / "054_HC.png"))
+    return mask[::4, ::4].astype(np.int64)
+
+
+@pytest.fixture
+def nuclei() -> tuple[np.ndarray, np.ndarray]:
+    """Real dsb2018 nuclei: (instance map, binary mask)."""
+    instances = np.asarray(Image.open(DSB)).astype(np.int64)
+    return instances, (instances > 0).astype(np.int64)
+
+
+def test_a_deleted_object_comes_back(head):
+    given = np.zeros_like(head)
+    pseudo = cleanse(teacher(head), given, single_object_classes=(1,))
+    assert mask_dice(given, head) == 0.0
+    assert mask_dice(pseudo, head) > 0.97
+
+
+def test_deleted_nuclei_come_back(nuclei):
+    instances, truth = nuclei
+    dropped = [k for k in range(1, instances.max() + 1) if k % 3 == 0]
+    given = truth.copy()
+    given[np.isin(instances, dropped)] = 0
+    pseudo = cleanse(teacher(truth, sigma=1.0), given)
+    for k in dropped:
+        core = ndimage.binary_erosion(instances == k, iterations=2)
+        assert np.all(pseudo[core] == 1), f"nucleus {k} did not come back"
+        assert (pseudo[instances == k] == 1).mean() > 0.5
+    assert mask_dice(pseudo, truth) > mask_dice(given, truth) + 0.1
+
+
+@pytest.mark.parametrize("operation", [ndimage.binary_erosion, ndimage.binary_dilation])
+def test_a_moved_boundary_moves_back_toward_the_truth(head, operation):
+    given = operation(head > 0, iterations=6).astype(np.int64)
+    pseudo = cleanse(teacher(head), given, single_object_classes=(1,))
+    before, after = mask_dice(given, head), mask_dice(pseudo, head)
+    assert after > before + 0.03, (before, after)
+    # Where the teacher is unsure (near the true boundary) the given label stays.
+    unsure = teacher(head).max(axis=0) < 0.8
+    assert np.array_equal(pseudo[unsure], given[unsure])
+
+
+def test_eroded_nuclei_grow_back(nuclei):
+    _, truth = nuclei
+    given = ndimage.binary_erosion(truth > 0, iterations=2).astype(np.int64)
+    pseudo = cleanse(teacher(truth, sigma=0.7), given)
+    assert mask_dice(pseudo, truth) > mask_dice(given, truth) + 0.05
+
+
+def test_holes_are_filled_and_specks_dropped(head):
+    probs = teacher(head)
+    probs[:, 60:64, 100:104] = np.array([1.0, 0.0])[
+        :, None, None
+    ]  # a confident hole inside the head
+    probs[:, 2:4, 2:4] = np.array([0.0, 1.0])[:, None, None]  # a confident speck far outside it
+    pseudo = cleanse(probs, head.copy())
+    assert pseudo[61, 101] == 1
+    assert pseudo[2, 2] == 0
+
+
+def test_only_the_largest_component_of_a_single_object_class_stays(head):
+    probs = teacher(head)
+    probs[:, 2:20, 2:20] = np.array([0.0, 1.0])[:, None, None]  # a large second blob, not a speck
+    multi = cleanse(probs, head.copy(), min_component_fraction=0.0)
+    single = cleanse(probs, head.copy(), single_object_classes=(1,))
+    assert multi[10, 10] == 1 and single[10, 10] == 0
+
+
+def test_annotated_small_objects_are_never_dropped_as_specks(nuclei):
+    _, truth = nuclei
+    pseudo = cleanse(teacher(truth, sigma=0.5), truth.copy(), min_component_fraction=0.9)
+    assert mask_dice(pseudo, truth) > 0.95
+
+
+def test_works_on_stacks_of_slices(head):
+    stack = np.stack([head, np.zeros_like(head)])  # (D, H, W)
+    probs = np.stack([teacher(head), teacher(head)], axis=1)  # (K, D, H, W)
+    pseudo = cleanse(probs, stack)
+    assert pseudo.shape == stack.shape
+    assert mask_dice(pseudo[1], head) > 0.97
+
+
+def test_issue_map_marks_where_the_given_label_is_wrong(head):
+    given = np.zeros_like(head)
+    m = issue_map(teacher(head), given)
+    assert m.dtype == np.uint8 and m.shape == head.shape
+    inside = ndimage.binary_erosion(head > 0, iterations=5)
+    assert m[inside].min() > 240 and m[0, 0] < 5
+
+
+def test_single_object_classes_are_inferred(head, nuclei):
+    assert infer_single_object_classes([head, head, np.zeros_like(head)], 2) == (1,)
+    assert infer_single_object_classes([nuclei[1]], 2) == ()
+
+
+def test_bad_arguments_raise_value_errors(head):
+    with pytest.raises(ValueError, match=r"\(K, \*spatial\)"):
+        cleanse(np.ones((2, 3, 3)), head)
+    with pytest.raises(ValueError, match="given labels must lie in 0..1"):
+        cleanse(teacher(head), head * 5)
+    with pytest.raises(ValueError, match="confidence"):
+        cleanse(teacher(head), head, confidence=0.2)
