@@ -167,6 +167,8 @@ def run_audit(
             (c.mask.numpy() for c in dataset.cases), dataset.num_classes
         )
     data = TrainData.from_dataset(dataset, single)
+    for case, span in zip(dataset.cases, data.case_slices, strict=True):
+        case.image, case.mask = data.images[span], data.masks[span]  # views: one copy in memory
     timings["load_s"] = time.perf_counter() - started
 
     created = not out.exists()
@@ -193,7 +195,8 @@ def run_audit(
         raise
 
     started = time.perf_counter()
-    final = filter_step(state, data, config)
+    final = filter_step(state, data, config, update=not state.scored)
+    state.scored = True
     report(Progress("score", config.epochs, config.epochs, 1, 1, None, int(state.flagged.sum())))
     save_checkpoint(out / outputs.MODEL, state, data, config, dataset.case_ids)
     timings["score_s"] = time.perf_counter() - started

@@ -41,6 +41,7 @@ def save_checkpoint(
         "flagged": None if state.flagged is None else torch.from_numpy(state.flagged),
         "pseudo": state.pseudo,
         "history": state.history,
+        "scored": state.scored,
     }
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     torch.save(payload, tmp)
@@ -90,4 +91,5 @@ def resume_state(
     state.flagged = None if payload["flagged"] is None else payload["flagged"].numpy().astype(bool)
     state.pseudo = payload["pseudo"]
     state.history = list(payload["history"])
+    state.scored = bool(payload["scored"])
     return state

@@ -11,7 +11,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from models.audit import AuditResult, run_audit
+from models.config import AuditConfig
 from models.errors import InputError
+from models.evaluate import evaluate_audit
+from models.noise import corrupt_folder
+from models.segment import segment_folder
 from models.train import Progress
 
 
@@ -26,6 +31,8 @@ class ProgressBars:
     def _open(self, phase: str, total: int, desc: str, unit: str) -> tqdm:
         self.close()
         self.phase = phase
+        # On a terminal the bar redraws in place; in a log file every redraw is a line, so fewer.
+        interval = 0.5 if sys.stderr.isatty() else 15.0
         self.bar = tqdm(
             total=total,
             desc=desc,
@@ -33,6 +40,7 @@ class ProgressBars:
             disable=not self.enabled,
             file=sys.stderr,
             dynamic_ncols=True,
+            mininterval=interval,
         )
         return self.bar
 
@@ -62,10 +70,7 @@ class ProgressBars:
         self.bar, self.phase = None, ""
 
 
-def _print_table(result: object, out: Path, top: int) -> None:
-    from models.audit import AuditResult
-
-    assert isinstance(result, AuditResult)
+def _print_table(result: AuditResult, out: Path, top: int) -> None:
     rows = result.results
     summary = result.run["summary"]
     timings = result.run["timings"]
@@ -93,9 +98,6 @@ def _print_table(result: object, out: Path, top: int) -> None:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    from models.audit import run_audit
-    from models.config import AuditConfig
-
     options = {
         k: v
         for k, v in (
@@ -126,16 +128,12 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
-    from models.segment import segment_folder
-
     written = segment_folder(args.model, args.images, args.out, device=args.device)
     print(f"Wrote {len(written)} label maps to {args.out}/")
     return 0
 
 
 def _cmd_corrupt(args: argparse.Namespace) -> int:
-    from models.noise import corrupt_folder
-
     records = corrupt_folder(
         args.masks, args.out, fraction=args.fraction, protocol=args.protocol, seed=args.seed
     )
@@ -158,8 +156,6 @@ def _fmt(value: object) -> str:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from models.evaluate import evaluate_audit
-
     figures = evaluate_audit(args.audit, args.truth, args.true_masks, args.given_masks)
     if args.json:
         print(json.dumps(figures, indent=2))

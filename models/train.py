@@ -90,6 +90,7 @@ class TrainState:
     figures: list[Disagreement] = field(default_factory=list)
     last_filter: FilterResult | None = None
     history: list[dict[str, object]] = field(default_factory=list)
+    scored: bool = False  # the final filter pass after the last epoch has been folded in
 
 
 def new_state(data: TrainData, config: AuditConfig, device: torch.device) -> TrainState:
@@ -116,8 +117,14 @@ def pseudo_label(
     )
 
 
-def filter_step(state: TrainState, data: TrainData, config: AuditConfig) -> FilterResult:
-    """Label filter and cleansing over every case, with the teacher; updates ``state``."""
+def filter_step(
+    state: TrainState, data: TrainData, config: AuditConfig, *, update: bool = True
+) -> FilterResult:
+    """Label filter and cleansing over every case, with the teacher; updates ``state``.
+
+    With ``update=False`` the smoothed clean probabilities and flags stay as they are (a pass
+    that only recomputes the figures, e.g. when a finished run is resumed).
+    """
     figures: list[Disagreement] = []
     pseudo = torch.empty_like(data.masks)
     for span in data.case_slices:
@@ -136,7 +143,7 @@ def filter_step(state: TrainState, data: TrainData, config: AuditConfig) -> Filt
     )
     if state.clean_prob is None:
         state.clean_prob = result.clean_prob.copy()
-    else:
+    elif update:
         m = config.clean_prob_momentum
         state.clean_prob = m * state.clean_prob + (1.0 - m) * result.clean_prob
     state.flagged = state.clean_prob < config.flag_threshold

@@ -117,6 +117,17 @@ def test_an_interrupted_run_resumes_to_the_same_result(tiny_run, hc18_data, tmp_
     assert (out / outputs.SCORES).read_bytes() == (result.out_dir / outputs.SCORES).read_bytes()
 
 
+def test_resuming_a_finished_run_writes_the_same_results(tiny_run, hc18_data, tmp_path):
+    result, _ = tiny_run
+    images, masks = hc18_data
+    out = tmp_path / "finished"
+    out.mkdir()
+    (out / outputs.MODEL).write_bytes((result.out_dir / outputs.MODEL).read_bytes())
+    again = run_audit(images, masks, out, TINY, device="cpu", resume=True)
+    assert again.run["resumed_from_epoch"] == TINY.epochs
+    assert (out / outputs.SCORES).read_bytes() == (result.out_dir / outputs.SCORES).read_bytes()
+
+
 def test_resume_refuses_other_settings(tiny_run, hc18_data, tmp_path):
     images, masks = hc18_data
     out = tmp_path / "other"

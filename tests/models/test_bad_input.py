@@ -235,6 +235,4 @@ def test_errors_name_the_first_bad_case_even_among_many(hc18_small, tmp_path, ca
     for victim in sorted(folder.iterdir())[-2:]:
         shutil.move(victim, tmp_path / victim.name)
     code = errors.MISSING_IMAGE if bad == "image" else errors.MISSING_MASK
-    expect_error(
-        capsys, images, masks, tmp_path / "out", code, "1 more case has the same problem"
-    )
+    expect_error(capsys, images, masks, tmp_path / "out", code, "1 more case has the same problem")
