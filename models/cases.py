@@ -43,7 +43,6 @@ class Case:
     grid: SliceGrid
     image: torch.Tensor
     mask: torch.Tensor
-    mask_dtype: np.dtype
 
     @property
     def case_id(self) -> str:
@@ -190,7 +189,6 @@ def load_case(files: CaseFiles, *, size: int, limit: int, explicit: bool) -> tup
         grid=grid,
         image=image_to_working(slices, grid),
         mask=mask_to_working(labels, grid, max(2, top + 1)).to(torch.uint8),
-        mask_dtype=mask.array.dtype,
     )
     return case, top
 

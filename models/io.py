@@ -30,7 +30,6 @@ FORMATS: dict[str, str] = {
     ".nii.gz": "nifti",
     ".nrrd": "nrrd",
 }
-FORMATS_3D = {"nifti", "nrrd"}
 
 
 @dataclass(frozen=True)

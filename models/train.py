@@ -88,7 +88,6 @@ class TrainState:
     flagged: np.ndarray | None = None  # (N,) bool
     pseudo: torch.Tensor | None = None  # (M, S, S) uint8 pseudo labels from the last pass
     figures: list[Disagreement] = field(default_factory=list)
-    last_filter: FilterResult | None = None
     history: list[dict[str, object]] = field(default_factory=list)
     scored: bool = False  # the final filter pass after the last epoch has been folded in
 
@@ -147,7 +146,7 @@ def filter_step(
         m = config.clean_prob_momentum
         state.clean_prob = m * state.clean_prob + (1.0 - m) * result.clean_prob
     state.flagged = state.clean_prob < config.flag_threshold
-    state.pseudo, state.figures, state.last_filter = pseudo, figures, result
+    state.pseudo, state.figures = pseudo, figures
     return result
 
 

@@ -188,3 +188,26 @@ def test_3d_volumes_come_back_on_their_own_grid(tmp_path, fmt):
     slices = outputs.read_scores(out / outputs.SLICES)  # same CSV reader
     assert len(slices) == total_slices
     assert result.run["inputs"]["is_3d"] is True
+
+
+def test_resume_refuses_other_cases(tiny_run, hc18_data, tmp_path):
+    images, masks = hc18_data
+    fewer = copy_hc18(tmp_path / "fewer", 8, step=6)
+    out = tmp_path / "other-cases"
+    out.mkdir()
+    (out / outputs.MODEL).write_bytes((tiny_run[0].out_dir / outputs.MODEL).read_bytes())
+    with pytest.raises(InputError, match="other cases") as info:
+        run_audit(*fewer, out, TINY, device="cpu", resume=True)
+    assert info.value.code == errors.CHECKPOINT_MISMATCH
+
+
+def test_segmenting_images_with_other_channels_is_refused(tiny_run, tmp_path):
+    rgb = tmp_path / "rgb"
+    rgb.mkdir()
+    Image.fromarray((np.zeros((40, 50, 3)) + [10, 200, 30]).astype(np.uint8), "RGB").save(
+        rgb / "x.png"
+    )
+    # The tiny model was trained on grayscale: 3 channels cannot be fed to it.
+    with pytest.raises(InputError, match="3 channels") as info:
+        segment_folder(tiny_run[0].out_dir / outputs.MODEL, rgb, tmp_path / "seg", device="cpu")
+    assert info.value.code == errors.CHANNEL_MISMATCH and not (tmp_path / "seg").exists()

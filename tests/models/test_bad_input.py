@@ -12,6 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import tifffile
+import torch
 from PIL import Image
 
 from models import errors
@@ -236,3 +237,86 @@ def test_errors_name_the_first_bad_case_even_among_many(hc18_small, tmp_path, ca
         shutil.move(victim, tmp_path / victim.name)
     code = errors.MISSING_IMAGE if bad == "image" else errors.MISSING_MASK
     expect_error(capsys, images, masks, tmp_path / "out", code, "1 more case has the same problem")
+
+
+def test_two_files_for_one_case(hc18_small, tmp_path, capsys):
+    images, masks = hc18_small
+    victim = first_case(images)
+    tifffile.imwrite(images / f"{victim.stem}.tif", np.asarray(Image.open(victim)))
+    expect_error(
+        capsys, images, masks, tmp_path / "out", errors.DUPLICATE_CASE, victim.stem, ".png and"
+    )
+
+
+def test_output_path_that_is_a_file(hc18_small, tmp_path, capsys):
+    images, masks = hc18_small
+    (tmp_path / "out").write_text("a file")
+    assert run_cli(images, masks, tmp_path / "out") == 2
+    assert f"[{errors.NOT_A_FOLDER}]" in capsys.readouterr().err
+    assert (tmp_path / "out").read_text() == "a file"
+
+
+def test_2d_and_3d_cases_mixed(tmp_path, capsys):
+    images, masks = mr_nifti_cases(tmp_path / "data")
+    victim = first_case(images)
+    for folder, src in ((images, "000_HC.png"), (masks, "000_HC.png")):
+        kind = "images" if folder == images else "masks"
+        Image.open(Path(__file__).parents[2] / "data/sample/hc18" / kind / src).save(
+            folder / "zz.png"
+        )
+    expect_error(capsys, images, masks, tmp_path / "out", errors.SHAPE_MISMATCH, "zz", "2D and 3D")
+    assert victim.exists()
+
+
+def test_image_with_nan(tmp_path, capsys):
+    images, masks = mr_nifti_cases(tmp_path / "data")
+    victim = sorted(images.iterdir())[4]
+    img = nib.load(str(victim))
+    data = np.asarray(img.dataobj).astype(np.float32)
+    data[3, 3, 0] = np.nan
+    nib.save(nib.Nifti1Image(data, img.affine), str(victim))
+    expect_error(
+        capsys, images, masks, tmp_path / "out", errors.IMAGE_NOT_FINITE, victim.name.split(".")[0]
+    )
+
+
+def test_four_dimensional_volume(tmp_path, capsys):
+    images, masks = mr_nifti_cases(tmp_path / "data")
+    victim = sorted(images.iterdir())[1]
+    img = nib.load(str(victim))
+    data = np.stack([np.asarray(img.dataobj)] * 2, axis=-1)
+    nib.save(nib.Nifti1Image(data, img.affine), str(victim))
+    expect_error(capsys, images, masks, tmp_path / "out", errors.UNREADABLE, "4D NIfTI")
+
+
+def test_resume_without_a_checkpoint(hc18_small, tmp_path, capsys):
+    images, masks = hc18_small
+    expect_error(
+        capsys,
+        images,
+        masks,
+        tmp_path / "out",
+        errors.CHECKPOINT_MISMATCH,
+        "nothing to resume",
+        extra=("--resume",),
+    )
+
+
+def test_resume_from_a_broken_checkpoint(hc18_small, tmp_path, capsys):
+    images, masks = hc18_small
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model.pt").write_bytes(b"not a checkpoint")
+    assert run_cli(images, masks, out, "--resume") == 2
+    err = capsys.readouterr().err
+    assert f"[{errors.UNREADABLE}]" in err and "cannot read checkpoint" in err
+    assert sorted(p.name for p in out.iterdir()) == ["model.pt"]
+
+
+def test_cuda_asked_for_without_a_gpu(hc18_small, tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the error cannot occur")
+    images, masks = hc18_small
+    rc = run_cli(images, masks, tmp_path / "out", "--device", "cuda")
+    assert rc == 2 and "no CUDA GPU is available" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,38 @@
+import dataclasses
+
+import pytest
+
+from models.config import AuditConfig
+
+
+def test_defaults_are_valid_and_frozen():
+    config = AuditConfig()
+    assert config.warmup == 13  # a third of 40 epochs
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.epochs = 3  # type: ignore[misc]
+
+
+def test_round_trips_through_a_dict():
+    config = AuditConfig(channels=(8, 16), single_object_classes=(1, 2), seed=4)
+    assert AuditConfig.from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"size": 30}, "size must be >= 32"),
+        ({"epochs": 10, "warmup_epochs": 10}, "warmup_epochs must be in 1..epochs-1"),
+        ({"confidence": 0.3}, "confidence"),
+        ({"flag_threshold": 1.0}, "flag_threshold"),
+        ({"min_cases": 2}, "min_cases must be >= 4"),
+        ({"gmm_max_noisy_weight": 0.2}, "gmm_max_noisy_weight"),
+    ],
+)
+def test_invalid_values_are_refused_with_the_reason(change, message):
+    with pytest.raises(ValueError, match=message):
+        AuditConfig(**change)
+
+
+def test_unknown_keys_are_refused():
+    with pytest.raises(ValueError, match="unknown keys"):
+        AuditConfig.from_dict({"epochs": 5, "speed": "fast"})
