@@ -72,6 +72,12 @@ def _identity_affine(spacing: tuple[float, ...]) -> np.ndarray:
     return affine
 
 
+def _flat(array: np.ndarray, fmt: str) -> tuple[np.ndarray, Geometry, bool]:
+    """A 2D file's array ``(H, W)`` or ``(H, W, C)``: unit spacing, channels last when 3D."""
+    geometry = Geometry(array.shape[:2], (1.0, 1.0), _identity_affine((1.0, 1.0)), fmt)
+    return array, geometry, array.ndim == 3
+
+
 def _read_raw(path: Path, *, is_mask: bool) -> tuple[np.ndarray, Geometry, bool]:
     """Return (array, geometry, channels_last) for any supported file; raises on failure.
 
@@ -83,17 +89,12 @@ def _read_raw(path: Path, *, is_mask: bool) -> tuple[np.ndarray, Geometry, bool]
             im.load()
             if im.mode in ("LA", "PA") or (im.mode == "P" and not is_mask):
                 im = im.convert("RGBA")
-            array = np.asarray(im)
-        spatial = array.shape[:2]
-        geometry = Geometry(spatial, (1.0, 1.0), _identity_affine((1.0, 1.0)), fmt)
-        return array, geometry, array.ndim == 3
+            return _flat(np.asarray(im), fmt)
     if fmt == "tiff":
         array = tifffile.imread(path)
         if array.ndim == 3 and array.shape[-1] not in (3, 4):
             raise ValueError(f"multi-page TIFF {array.shape} is not supported; use NIfTI or NRRD")
-        spatial = array.shape[:2]
-        geometry = Geometry(spatial, (1.0, 1.0), _identity_affine((1.0, 1.0)), fmt)
-        return array, geometry, array.ndim == 3
+        return _flat(array, fmt)
     if fmt == "nifti":
         img = nib.load(str(path))
         array = np.asanyarray(img.dataobj)
