@@ -9,7 +9,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 DEMO := build/demo
 SAMPLE := data/sample/hc18
 
-.PHONY: install demo test bench lint lock clean
+.PHONY: install demo test bench bench-quick lint lock clean
 
 install: $(STAMP)
 
@@ -30,20 +30,26 @@ demo: $(STAMP)
 		--true-masks $(SAMPLE)/masks --given-masks $(DEMO)/noisy_masks
 
 test: $(STAMP)
+	scripts/install-test-services.sh
 	$(BIN)/python -m pytest -q
 
+# The standard matrix of docs/benchmarks.md (reads ../shared/data; about an hour on 2 CPU cores).
 bench: $(STAMP)
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.matrix
+
+# A few minutes: the committed hc18 sample, mixed noise, one seed.
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench.matrix --quick
 
 lint: $(STAMP)
-	$(BIN)/ruff check models tests bench
-	$(BIN)/ruff format --check models tests bench
+	$(BIN)/ruff check models bench cli tests
+	$(BIN)/ruff format --check models bench cli tests
 
 # Re-pin every requirement after changing pyproject.toml (then commit requirements.lock).
 lock:
 	rm -rf build/lock-venv
 	$(PYTHON) -m venv build/lock-venv
-	build/lock-venv/bin/python -m pip --disable-pip-version-check --quiet install -e ".[dev]"
+	build/lock-venv/bin/python -m pip --disable-pip-version-check --quiet install -e ".[dev,bench]"
 	{ echo '# Exact versions installed by `make` (regenerate with `make lock`). torch stays at 2.13.0:'; \
 	  echo '# a looser pin lets pip pick a newer, multi-GB CUDA build.'; \
 	  build/lock-venv/bin/python -m pip freeze --all --exclude-editable | grep -v '^pip==' \

@@ -18,13 +18,13 @@ import numpy as np
 import torch
 
 from models import errors, outputs
-from models.cases import Case, Dataset, load_dataset
+from models.cases import Case, Dataset, load_dataset, read_case_mask
 from models.checkpoint import load_checkpoint, resume_state, save_checkpoint
 from models.cleansing import infer_single_object_classes, issue_map
 from models.config import AuditConfig
 from models.disagreement import dice_per_class
 from models.errors import InputError
-from models.io import label_dtype, read_mask, split_name, write_array
+from models.io import issue_map_target, label_dtype, output_extension, write_array
 from models.label_filter import FilterResult
 from models.network import predict_probs, resolve_device
 from models.outputs import CaseResult, SliceResult
@@ -77,14 +77,14 @@ def _case_outputs(
     assert state.flagged is not None and state.clean_prob is not None
     probs_w = predict_probs(state.teacher.module, case.image, tta_flips=config.tta_flips)
     probs = to_original(probs_w, case.grid).movedim(1, 0).numpy()  # (K, D, h, w)
-    raw = read_mask(case.files.mask, case=case.case_id).array
+    raw = read_case_mask(case.files).array
     given = as_slices(raw.astype(np.int64), channels=False)  # (D, h, w)
     pseudo = pseudo_label(probs, given, data, config)
     flagged = bool(state.flagged[index])
     cleansed = pseudo if flagged else given
     issues = issue_map(probs, given)
     out_dtype = raw.dtype if np.issubdtype(raw.dtype, np.integer) else label_dtype(data.num_classes)
-    ext = split_name(case.files.mask)[1]
+    ext = output_extension(case.files.mask, case.geometry)
     is_3d = case.geometry.is_3d
     for folder, array in ((outputs.CLEANSED, cleansed), (outputs.PSEUDO, pseudo)):
         write_array(
@@ -92,10 +92,11 @@ def _case_outputs(
             from_slices(array, is_3d=is_3d).astype(out_dtype),
             case.geometry,
         )
+    issue_ext, issue_geometry = issue_map_target(ext, case.geometry)
     write_array(
-        staging / outputs.ISSUE_MAPS / f"{case.case_id}{ext}",
+        staging / outputs.ISSUE_MAPS / f"{case.case_id}{issue_ext}",
         from_slices(issues, is_3d=is_3d),
-        case.geometry,
+        issue_geometry,
     )
 
     figures = state.figures[index]

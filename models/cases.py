@@ -1,9 +1,11 @@
 """Finding, validating and loading the cases of an audit.
 
-A case is an image and a mask with the same file name stem in two folders. Everything is checked
-before any training starts, and the first problem found is raised as an ``InputError`` that names
-the case. Loaded cases keep only their working-size slices and the mask's geometry; outputs are
-written later by re-reading each mask, so no full-resolution volume is held for long.
+A case is an image and a mask with the same file name stem in two folders, or, for DICOM input
+(a folder or zip of series with SEG or RTSTRUCT masks), a series and the mask that references it
+(``models.dicom.cases``). Everything is checked before any training starts, and the first
+problem found is raised as an ``InputError`` that names the case. Loaded cases keep only their
+working-size slices and the mask's geometry; outputs are written later by re-reading each mask,
+so no full-resolution volume is held for long.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import numpy as np
 import torch
 
 from models import errors
+from models.dicom.cases import DicomPair, find_pairs
+from models.dicom.source import is_dicom_input
 from models.errors import InputError
-from models.io import FORMATS, Geometry, format_of, read_image, read_mask, split_name
+from models.io import FORMATS, Geometry, Loaded, format_of, read_image, read_mask, split_name
 from models.preprocess import (
     SliceGrid,
     as_slices,
@@ -32,6 +36,7 @@ class CaseFiles:
     case_id: str
     image: Path
     mask: Path
+    dicom: DicomPair | None = None  # for DICOM input: the series and its SEG or RTSTRUCT
 
 
 @dataclass
@@ -96,7 +101,13 @@ def index_folder(folder: Path, what: str) -> dict[str, Path]:
 
 
 def find_cases(images_dir: Path, masks_dir: Path) -> list[CaseFiles]:
-    """Pair images with masks by file stem; every image needs a mask and every mask an image."""
+    """Pair images with masks by file stem; every image needs a mask and every mask an image.
+
+    DICOM input is paired by the UIDs that each mask references instead.
+    """
+    if is_dicom_input(Path(images_dir)) or is_dicom_input(Path(masks_dir)):
+        pairs, _ = find_pairs(Path(images_dir), Path(masks_dir))
+        return [CaseFiles(p.case_id, p.image_path, p.mask_path, p) for p in pairs]
     images = index_folder(Path(images_dir), "image")
     masks = index_folder(Path(masks_dir), "mask")
     for stems, have, lack, code in (
@@ -160,18 +171,33 @@ def _check_pair(
             case=case,
         )
     if mask_geo.is_3d and not np.allclose(image_geo.affine, mask_geo.affine, atol=1e-3):
+        corners = np.array([[0, 0, 0, 1], [*(np.asarray(mask_geo.shape) - 1), 1]]).T
+        apart = np.linalg.norm((image_geo.affine - mask_geo.affine) @ corners, axis=0).max()
         raise InputError(
             errors.GEOMETRY_MISMATCH,
             f"image {files.image.name} and mask {files.mask.name} have the same shape but "
-            "different positions or spacing (affines differ): they do not lie on the same grid",
+            f"different positions or spacing (affines differ; corner voxels {apart:.2f} mm "
+            "apart): they do not lie on the same grid",
             case=case,
         )
 
 
+def read_case_image(files: CaseFiles) -> Loaded:
+    if files.dicom is not None:
+        return files.dicom.read_image()
+    return read_image(files.image, case=files.case_id)
+
+
+def read_case_mask(files: CaseFiles) -> Loaded:
+    if files.dicom is not None:
+        return files.dicom.read_mask()
+    return read_mask(files.mask, case=files.case_id)
+
+
 def load_case(files: CaseFiles, *, size: int, limit: int, explicit: bool) -> tuple[Case, int]:
     """Read, check and preprocess one case; return it with its largest mask value."""
-    image = read_image(files.image, case=files.case_id)
-    mask = read_mask(files.mask, case=files.case_id)
+    image = read_case_image(files)
+    mask = read_case_mask(files)
     _check_pair(files, tuple(image.array.shape[1:]), image.geometry, mask.geometry)
     if not np.all(np.isfinite(image.array)):
         raise InputError(

@@ -187,10 +187,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("audit", help="find noisy masks and cleanse them (deep self-cleansing)")
     p.add_argument(
-        "--images", type=Path, required=True, help="folder of images (PNG, TIFF, NIfTI, NRRD)"
+        "--images",
+        type=Path,
+        required=True,
+        help="folder of images (PNG, TIFF, NIfTI, NRRD), or a folder or zip of DICOM series",
     )
     p.add_argument(
-        "--masks", type=Path, required=True, help="folder of masks, matched to images by file name"
+        "--masks",
+        type=Path,
+        required=True,
+        help="folder of masks, matched to images by file name; or DICOM-SEG/RTSTRUCT files "
+        "(folder or zip, may be the images'), matched to series by UID",
     )
     p.add_argument("--out", type=Path, required=True, help="output folder (new or empty)")
     p.add_argument("--epochs", type=int, help="training epochs (default 40)")

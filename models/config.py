@@ -18,10 +18,13 @@ class AuditConfig:
     # Training.
     epochs: int = 40
     warmup_epochs: int | None = None  # None: a third of the epochs
-    batch_size: int = 8
+    batch_size: int = 4  # small batches: more steps for the same compute on small sets
     learning_rate: float = 2e-3
+    lr_schedule: str = "cosine"  # annealed to zero over the epochs; or "constant"
     weight_decay: float = 1e-4
     augment_flips: bool = True
+    # Mixed precision (bfloat16 autocast) when training on CUDA; the CPU always runs float32.
+    amp: bool = True
     seed: int = 0
     # Teacher: EMA of the weights (per optimiser step), flip test-time augmentation.
     ema_decay: float = 0.95
@@ -34,6 +37,8 @@ class AuditConfig:
     gmm_max_noisy_weight: float = 0.5  # a "noisy" component larger than this is no clean majority
     clean_prob_momentum: float = 0.5  # smoothing of the clean probability across epochs
     flag_threshold: float = 0.5  # flagged when the smoothed clean probability is below
+    filter_every: int = 2  # epochs between label-filter passes after the warm-up
+    filter_tta: bool = False  # flip TTA in those passes (the final pass follows tta_flips)
     # Label cleansing (LCM).
     confidence: float = 0.8  # teacher probability above which its class replaces the given one
     min_component_fraction: float = 0.1  # smaller components (vs. the class's largest) are specks
@@ -66,6 +71,11 @@ class AuditConfig:
             1 <= self.warmup < self.epochs,
             f"warmup_epochs must be in 1..epochs-1, got {self.warmup}",
         )
+        need(
+            self.lr_schedule in ("constant", "cosine"),
+            f"lr_schedule must be constant or cosine, got '{self.lr_schedule}'",
+        )
+        need(self.filter_every >= 1, f"filter_every must be >= 1, got {self.filter_every}")
         need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         need(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
         need(0.0 <= self.ema_decay < 1.0, f"ema_decay must be in [0, 1), got {self.ema_decay}")

@@ -35,3 +35,7 @@ OUTPUT_NOT_EMPTY = "output_not_empty"
 CHECKPOINT_MISMATCH = "checkpoint_mismatch"
 NO_FOREGROUND = "no_foreground"
 IMAGE_NOT_FINITE = "image_not_finite"
+# DICOM inputs (models/dicom/) and DICOMweb.
+SERIES_INCONSISTENT = "series_inconsistent"
+SEGMENTS_OVERLAP = "segments_overlap"
+PACS_ERROR = "pacs_error"

@@ -30,6 +30,9 @@ FORMATS: dict[str, str] = {
     ".nii.gz": "nifti",
     ".nrrd": "nrrd",
 }
+# Geometry.fmt of masks read from DICOM (models.dicom): written back as DICOM objects (.dcm).
+DICOM_SEG = "dicom-seg"
+DICOM_RTSTRUCT = "dicom-rtstruct"
 
 
 @dataclass(frozen=True)
@@ -177,13 +180,30 @@ def read_mask(path: Path, *, case: str) -> Loaded:
     return Loaded(np.ascontiguousarray(array), geometry)
 
 
+def output_extension(mask: Path, geometry: Geometry) -> str:
+    """The extension of label outputs written in the format of ``mask``."""
+    return ".dcm" if geometry.fmt in (DICOM_SEG, DICOM_RTSTRUCT) else split_name(mask)[1]
+
+
+def issue_map_target(extension: str, geometry: Geometry) -> tuple[str, Geometry]:
+    """Extension and geometry of an issue map (an image, not a label object): NIfTI for DICOM."""
+    if geometry.fmt not in (DICOM_SEG, DICOM_RTSTRUCT):
+        return extension, geometry
+    ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ geometry.affine  # DICOM's LPS -> NIfTI's RAS
+    return ".nii.gz", Geometry(geometry.shape, geometry.spacing, ras, "nifti")
+
+
 def write_array(path: Path, array: np.ndarray, geometry: Geometry) -> None:
     """Write ``array`` (same spatial shape as ``geometry``) in the format of ``path``."""
     if tuple(array.shape) != tuple(geometry.shape):
         raise ValueError(f"array shape {array.shape} does not match the grid {geometry.shape}")
     fmt = format_of(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "png":
+    if geometry.fmt in (DICOM_SEG, DICOM_RTSTRUCT) and path.suffix.lower() == ".dcm":
+        from models.dicom.export import write_mask  # here: models.dicom builds on this module
+
+        write_mask(path, array, geometry)
+    elif fmt == "png":
         Image.fromarray(array).save(path)
     elif fmt == "tiff":
         tifffile.imwrite(path, array)

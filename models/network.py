@@ -38,6 +38,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def autocast(device: torch.device, *, enabled: bool = True) -> torch.autocast:
+    """bfloat16 mixed precision on CUDA (no loss scaling needed); a no-op on the CPU."""
+    return torch.autocast(
+        device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda"
+    )
+
+
 @torch.no_grad()
 def predict_probs(
     model: nn.Module, images: torch.Tensor, *, tta_flips: bool, batch_size: int = 32
@@ -45,6 +52,7 @@ def predict_probs(
     """Softmax probabilities ``(N, K, S, S)`` for images ``(N, C, S, S)``, on the CPU.
 
     With ``tta_flips`` the prediction is the mean over identity, horizontal and vertical flips.
+    On CUDA the forward pass runs in bfloat16.
     """
     model.eval()
     device = next(model.parameters()).device
@@ -54,8 +62,9 @@ def predict_probs(
         x = images[start : start + batch_size].to(device)
         total = None
         for dims in flips:
-            logits = model(x.flip(dims) if dims else x)
-            probs = torch.softmax(logits, dim=1)
+            with autocast(device):
+                logits = model(x.flip(dims) if dims else x)
+            probs = torch.softmax(logits.float(), dim=1)
             probs = probs.flip(dims) if dims else probs
             total = probs if total is None else total + probs
         out.append((total / len(flips)).float().cpu())

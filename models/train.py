@@ -7,6 +7,7 @@ Progress goes to a callback, so this module never knows who is listening.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from models.cleansing import cleanse
 from models.config import AuditConfig
 from models.disagreement import Disagreement, measure
 from models.label_filter import FilterResult, fit_label_filter, log_scale
-from models.network import build_network, build_teacher, predict_probs
+from models.network import autocast, build_network, build_teacher, predict_probs
 
 
 @dataclass(frozen=True)
@@ -117,17 +118,24 @@ def pseudo_label(
 
 
 def filter_step(
-    state: TrainState, data: TrainData, config: AuditConfig, *, update: bool = True
+    state: TrainState,
+    data: TrainData,
+    config: AuditConfig,
+    *,
+    update: bool = True,
+    tta: bool | None = None,
 ) -> FilterResult:
     """Label filter and cleansing over every case, with the teacher; updates ``state``.
 
     With ``update=False`` the smoothed clean probabilities and flags stay as they are (a pass
-    that only recomputes the figures, e.g. when a finished run is resumed).
+    that only recomputes the figures, e.g. when a finished run is resumed). ``tta`` defaults to
+    ``config.tta_flips``.
     """
+    tta = config.tta_flips if tta is None else tta
     figures: list[Disagreement] = []
     pseudo = torch.empty_like(data.masks)
     for span in data.case_slices:
-        probs = predict_probs(state.teacher.module, data.images[span], tta_flips=config.tta_flips)
+        probs = predict_probs(state.teacher.module, data.images[span], tta_flips=tta)
         probs_k = probs.movedim(1, 0).numpy()  # (K, D, S, S)
         given = data.masks[span].numpy()
         figures.append(measure(probs_k, given, ring_radius=config.ring_radius))
@@ -148,6 +156,18 @@ def filter_step(
     state.flagged = state.clean_prob < config.flag_threshold
     state.pseudo, state.figures = pseudo, figures
     return result
+
+
+def learning_rate(epoch: int, config: AuditConfig) -> float:
+    """Learning rate of ``epoch`` (0-based): constant, or cosine-annealed towards zero."""
+    if config.lr_schedule == "constant":
+        return config.learning_rate
+    return config.learning_rate * 0.5 * (1.0 + math.cos(math.pi * epoch / config.epochs))
+
+
+def is_filter_epoch(epoch: int, config: AuditConfig) -> bool:
+    """Whether the label filter runs before ``epoch`` (0-based)."""
+    return epoch >= config.warmup and (epoch - config.warmup) % config.filter_every == 0
 
 
 def ramp(epoch: int, config: AuditConfig) -> float:
@@ -196,6 +216,8 @@ def train_epoch(
     order = torch.randperm(len(data.masks), generator=state.generator)
     steps = (len(order) + config.batch_size - 1) // config.batch_size
     phase = "warmup" if epoch < config.warmup else "train"
+    for group in state.optimizer.param_groups:
+        group["lr"] = learning_rate(epoch, config)
     state.net.train()
     total = 0.0
     for step in range(steps):
@@ -204,7 +226,9 @@ def train_epoch(
         if config.augment_flips:
             x, y = _flip_batch(x, y, state.generator)
         x, y, w = x.to(device), y.to(device), weights[idx].to(device)
-        logits = state.net(x)
+        with autocast(device, enabled=config.amp):
+            logits = state.net(x)
+        logits = logits.float()
         per_slice = dice(logits, y[:, None]).mean(dim=(1, 2, 3)) + F.cross_entropy(
             logits, y, reduction="none"
         ).mean(dim=(1, 2))
@@ -231,13 +255,17 @@ def train(
     """Run the remaining epochs of ``state`` (all of them for a new state)."""
     while state.epoch < config.epochs:
         started = time.perf_counter()
-        result = filter_step(state, data, config) if state.epoch >= config.warmup else None
+        result = (
+            filter_step(state, data, config, tta=config.filter_tta)
+            if is_filter_epoch(state.epoch, config)
+            else None
+        )
         loss = train_epoch(state, data, config, device, report)
         state.epoch += 1
         state.history.append(
             {
                 "epoch": state.epoch,
-                "phase": "warmup" if result is None else "train",
+                "phase": "warmup" if state.epoch <= config.warmup else "train",
                 "loss": loss,
                 "flagged": int(state.flagged.sum()) if state.flagged is not None else 0,
                 "lambda": ramp(state.epoch - 1, config),

@@ -17,3 +17,22 @@ def test_models_import_no_service_code():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == ""
+
+
+def test_app_imports_neither_torch_nor_monai_nor_the_worker():
+    root = Path(__file__).parents[1]
+    modules = sorted(
+        ".".join(p.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+        for p in (root / "app").rglob("*.py")
+    )
+    assert "app.main" in modules and "app.services.runs" in modules
+    code = (
+        "import importlib, sys\n"
+        f"for m in {modules!r}:\n"
+        "    importlib.import_module(m)\n"
+        "print(','.join(s for s in ('torch', 'monai', 'worker') if s in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
+    )
+    assert done.stdout.strip() == ""

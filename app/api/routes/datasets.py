@@ -1,0 +1,93 @@
+"""Datasets and their cases."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import Annotator, Limit, Offset, SessionDep, SettingsDep, StoreDep, Viewer
+from app.api.docs import UPLOAD_BODY, errors_of
+from app.api.upload import receive_upload
+from app.db.tables import Case, Dataset
+from app.schemas import CaseOut, CasesAdded, DatasetCreate, DatasetOut, Page
+from app.services import datasets
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+
+def _out(session: Session, dataset: Dataset) -> DatasetOut:
+    cases = session.scalar(select(func.count()).where(Case.dataset_id == dataset.id)) or 0
+    return DatasetOut(
+        id=dataset.id,
+        name=dataset.name,
+        description=dataset.description,
+        cases=cases,
+        created_at=dataset.created_at,
+    )
+
+
+@router.post("", status_code=201, responses=errors_of(409, 422))
+def create_dataset(body: DatasetCreate, session: SessionDep, principal: Annotator) -> DatasetOut:
+    """Create an empty dataset; add images to it with POST /v1/datasets/{id}/images."""
+    dataset = datasets.create_dataset(session, principal.project_id, body.name, body.description)
+    return _out(session, dataset)
+
+
+@router.get("", responses=errors_of())
+def list_datasets(
+    session: SessionDep, principal: Viewer, limit: Limit = 50, offset: Offset = 0
+) -> Page[DatasetOut]:
+    """List the project's datasets, oldest first."""
+    page = datasets.list_datasets(session, principal.project_id, limit=limit, offset=offset)
+    items = [_out(session, d) for d in page.items]
+    return Page(items=items, total=page.total, limit=limit, offset=offset)
+
+
+@router.get("/{dataset_id}", responses=errors_of(404))
+def get_dataset(dataset_id: int, session: SessionDep, principal: Viewer) -> DatasetOut:
+    """One dataset, with its number of cases."""
+    return _out(session, datasets.get_dataset(session, principal.project_id, dataset_id))
+
+
+@router.post(
+    "/{dataset_id}/images",
+    status_code=201,
+    openapi_extra=UPLOAD_BODY,
+    responses=errors_of(404, 409, 413, 422),
+)
+async def upload_images(
+    dataset_id: int,
+    request: Request,
+    session: SessionDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    principal: Annotator,
+) -> CasesAdded:
+    """Add images as files or one zip (folders in it are flattened): each becomes a case named
+    after its file. Every image is read and checked first; one bad file refuses the upload
+    and nothing is kept.
+    """
+    dataset = await run_in_threadpool(
+        datasets.get_dataset, session, principal.project_id, dataset_id
+    )
+    with store.staging() as folder:
+        received = await receive_upload(request, settings, folder)
+        cases = await run_in_threadpool(datasets.add_images, session, store, dataset, received)
+    return CasesAdded(count=len(cases), cases=[CaseOut.of(c) for c in cases])
+
+
+@router.get("/{dataset_id}/cases", responses=errors_of(404))
+def list_cases(
+    dataset_id: int,
+    session: SessionDep,
+    principal: Viewer,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> Page[CaseOut]:
+    """List the dataset's cases by name."""
+    dataset = datasets.get_dataset(session, principal.project_id, dataset_id)
+    page = datasets.list_cases(session, dataset, limit=limit, offset=offset)
+    items = [CaseOut.of(c) for c in page.items]
+    return Page(items=items, total=page.total, limit=limit, offset=offset)

@@ -1,0 +1,184 @@
+"""An audit's per-case results, their files, the export and the reviews."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse
+from sqlalchemy.orm import Session
+from starlette.background import BackgroundTask
+
+from app.api.deps import Limit, Offset, Reviewer, SessionDep, StoreDep, Viewer
+from app.api.docs import errors_of
+from app.schemas import HistoryItem, Page, ResultDetail, ResultOut, ReviewCreate, ReviewOut
+from app.services import audits, results, reviews
+from app.services.keys import Principal
+from app.services.results import FileKind
+from app.storage import Store
+
+router = APIRouter(tags=["results"])
+
+MEDIA_TYPES = {"png": "image/png", "tiff": "image/tiff"}
+Sort = Literal[
+    "-noise_score", "noise_score", "rank", "-rank", "case", "-case", "-dice_gap", "dice_gap"
+]
+Score = Annotated[float | None, Query(ge=0, le=1, description="noise_score bound")]
+DOWNLOADS: dict[str, FileKind] = {
+    "cleansed-mask": "cleansed",
+    "issue-map": "issue_map",
+    "pseudo-label": "pseudo_label",
+}
+
+
+@router.get("/v1/audits/{audit_id}/cases", responses=errors_of(404, 422))
+def list_results(
+    audit_id: int,
+    session: SessionDep,
+    principal: Viewer,
+    sort: Sort = "-noise_score",
+    flagged: bool | None = None,
+    min_score: Score = None,
+    max_score: Score = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> Page[ResultOut]:
+    """The audit's per-case scores, most suspect first by default; filter by `flagged` and
+    a `noise_score` range, sort by `noise_score`, `rank`, `case` or `dice_gap` (`-` = descending).
+    """
+    audit = audits.get_audit(session, principal.project_id, audit_id)
+    page = results.list_results(
+        session,
+        audit,
+        flagged=flagged,
+        min_score=min_score,
+        max_score=max_score,
+        sort=sort,
+        limit=limit,
+        offset=offset,
+    )
+    items = [ResultOut.of(r) for r in page.items]
+    return Page(items=items, total=page.total, limit=limit, offset=offset)
+
+
+@router.get("/v1/audits/{audit_id}/cases/{case}", responses=errors_of(404))
+def get_result(audit_id: int, case: str, session: SessionDep, principal: Viewer) -> ResultDetail:
+    """One case's figures (`case` is its name), links to its masks, and its reviews."""
+    audit = audits.get_audit(session, principal.project_id, audit_id)
+    result = results.get_result(session, audit, case)
+    base = f"/v1/audits/{audit.id}/cases/{case}"
+    files = {
+        path: f"{base}/{path}"
+        for path, kind in DOWNLOADS.items()
+        if getattr(result, f"{kind}_file_id") is not None
+    }
+    return ResultDetail(
+        **ResultOut.of(result).model_dump(),
+        slices=result.slices,
+        files=files,
+        reviews=[ReviewOut.of(r) for r in reviews.list_reviews(session, result)],
+    )
+
+
+def _download(
+    audit_id: int, case: str, kind: FileKind, session: Session, store: Store, principal: Principal
+) -> FileResponse:
+    audit = audits.get_audit(session, principal.project_id, audit_id)
+    path, stored = results.result_file(session, store, audit, case, kind)
+    media = MEDIA_TYPES.get(stored.format, "application/octet-stream")
+    return FileResponse(path, media_type=media, filename=stored.name)
+
+
+@router.get(
+    "/v1/audits/{audit_id}/cases/{case}/cleansed-mask",
+    response_class=FileResponse,
+    responses=errors_of(404),
+)
+def cleansed_mask(
+    audit_id: int, case: str, session: SessionDep, store: StoreDep, principal: Viewer
+) -> FileResponse:
+    """The cleansed mask, in the format, grid and dtype of the given mask."""
+    return _download(audit_id, case, "cleansed", session, store, principal)
+
+
+@router.get(
+    "/v1/audits/{audit_id}/cases/{case}/issue-map",
+    response_class=FileResponse,
+    responses=errors_of(404),
+)
+def issue_map(
+    audit_id: int, case: str, session: SessionDep, store: StoreDep, principal: Viewer
+) -> FileResponse:
+    """Per pixel, the probability that the given label is wrong (uint8 0..255), in the mask's
+    format.
+    """
+    return _download(audit_id, case, "issue_map", session, store, principal)
+
+
+@router.get(
+    "/v1/audits/{audit_id}/cases/{case}/pseudo-label",
+    response_class=FileResponse,
+    responses=errors_of(404),
+)
+def pseudo_label(
+    audit_id: int, case: str, session: SessionDep, store: StoreDep, principal: Viewer
+) -> FileResponse:
+    """The suggested pseudo label (offered for every case), in the mask's format."""
+    return _download(audit_id, case, "pseudo_label", session, store, principal)
+
+
+@router.get(
+    "/v1/audits/{audit_id}/export",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"application/zip": {}}, "description": "scores.csv and cleansed/"},
+        **errors_of(404, 409),
+    },
+)
+def export(audit_id: int, session: SessionDep, store: StoreDep, principal: Viewer) -> FileResponse:
+    """A zip of every cleansed mask (`cleansed/<case><ext>`) with `scores.csv`."""
+    audit = audits.get_audit(session, principal.project_id, audit_id)
+    folder = store.new_folder()
+    try:
+        archive = results.export_zip(session, store, audit, folder)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return FileResponse(
+        archive,
+        media_type="application/zip",
+        filename=archive.name,
+        background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True),
+    )
+
+
+@router.post(
+    "/v1/audits/{audit_id}/cases/{case}/review",
+    status_code=201,
+    responses=errors_of(404, 409, 422),
+)
+def review(
+    audit_id: int, case: str, body: ReviewCreate, session: SessionDep, principal: Reviewer
+) -> ReviewOut:
+    """Record a decision on the case's result; earlier reviews are kept, never overwritten."""
+    audit = audits.get_audit(session, principal.project_id, audit_id)
+    row = reviews.add_review(
+        session, principal, audit, case, decision=body.decision, comment=body.comment
+    )
+    return ReviewOut.of(row)
+
+
+@router.get("/v1/cases/{case_id}/history", responses=errors_of(404))
+def case_history(case_id: int, session: SessionDep, principal: Viewer) -> list[HistoryItem]:
+    """The case's result in every audit that scored it, oldest first."""
+    return [
+        HistoryItem(
+            audit_id=audit.id,
+            annotation_set_id=audit.annotation_set_id,
+            audit_status=audit.status,
+            audit_created_at=audit.created_at,
+            result=ResultOut.of(result),
+        )
+        for result, audit in results.case_history(session, principal.project_id, case_id)
+    ]

@@ -1,0 +1,1 @@
+"""The database: typed SQLAlchemy tables, engines and sessions, and the Alembic migrations."""

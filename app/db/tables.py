@@ -1,0 +1,222 @@
+"""The tables. Every resource belongs to a project, through its dataset where it has one."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.db.base import Base, UTCDateTime, utcnow
+from app.db.enums import AuditStatus, Decision, Role, one_of
+
+
+def _created() -> Mapped[dt.datetime]:
+    return mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Project(Base):
+    __tablename__ = "projects"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    created_at: Mapped[dt.datetime] = _created()
+
+
+class ApiKey(Base):
+    """A key is shown once; only its SHA-256 is kept (keys are 256-bit random, not passwords)."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (CheckConstraint(one_of("role", Role), name="role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100), default="")
+    role: Mapped[str] = mapped_column(String(16))
+    prefix: Mapped[str] = mapped_column(String(16))  # the key's start, to tell keys apart
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = _created()
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+    project: Mapped[Project] = relationship()
+
+
+class StoredFile(Base):
+    """A file in the content-addressed store (``storage/blobs/<sha[:2]>/<sha>``), by its name."""
+
+    __tablename__ = "files"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    name: Mapped[str] = mapped_column(String(255))  # e.g. case7.nii.gz: the format comes from it
+    format: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = _created()
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = _created()
+
+
+class Case(Base):
+    """One image of a dataset; its name is the file name without extension."""
+
+    __tablename__ = "cases"
+    __table_args__ = (UniqueConstraint("dataset_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    image_file_id: Mapped[int] = mapped_column(ForeignKey("files.id"))
+    shape: Mapped[list[int]] = mapped_column(JSON)  # spatial: (H, W) or (X, Y, Z)
+    spacing: Mapped[list[float]] = mapped_column(JSON)
+    affine: Mapped[list[list[float]]] = mapped_column(JSON)  # 4x4
+    channels: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = _created()
+
+    image: Mapped[StoredFile] = relationship()
+
+    @property
+    def is_3d(self) -> bool:
+        return len(self.shape) == 3
+
+
+class AnnotationSet(Base):
+    """One set of masks for a dataset's cases: an annotator, a team, a re-annotation."""
+
+    __tablename__ = "annotation_sets"
+    __table_args__ = (UniqueConstraint("dataset_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = _created()
+
+
+class Mask(Base):
+    """A case's mask in one annotation set. Masks are never replaced: audits refer to them."""
+
+    __tablename__ = "masks"
+    __table_args__ = (UniqueConstraint("annotation_set_id", "case_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    annotation_set_id: Mapped[int] = mapped_column(ForeignKey("annotation_sets.id"), index=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    file_id: Mapped[int] = mapped_column(ForeignKey("files.id"))
+    max_label: Mapped[int] = mapped_column(Integer)  # the largest class index in the mask
+    created_at: Mapped[dt.datetime] = _created()
+
+    case: Mapped[Case] = relationship()
+    file: Mapped[StoredFile] = relationship()
+
+
+class Audit(Base):
+    """An audit job. ``status`` only moves by compare-and-set (``app.services.state``)."""
+
+    __tablename__ = "audits"
+    __table_args__ = (CheckConstraint(one_of("status", AuditStatus), name="status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), index=True)
+    annotation_set_id: Mapped[int] = mapped_column(ForeignKey("annotation_sets.id"), index=True)
+    created_by_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSON)  # AuditConfig.to_dict()
+    status: Mapped[str] = mapped_column(String(16), default=AuditStatus.queued, index=True)
+    task_id: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Progress, written by the worker.
+    phase: Mapped[str | None] = mapped_column(String(16))
+    epoch: Mapped[int | None] = mapped_column(Integer)
+    epochs: Mapped[int | None] = mapped_column(Integer)
+    percent: Mapped[float | None] = mapped_column(Float)
+    eta_seconds: Mapped[float | None] = mapped_column(Float)
+    loss: Mapped[float | None] = mapped_column(Float)
+    flagged: Mapped[int | None] = mapped_column(Integer)
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = _created()
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class AuditMask(Base):
+    """The masks an audit was asked to check, fixed when it is created."""
+
+    __tablename__ = "audit_masks"
+
+    audit_id: Mapped[int] = mapped_column(ForeignKey("audits.id"), primary_key=True)
+    mask_id: Mapped[int] = mapped_column(ForeignKey("masks.id"), primary_key=True)
+
+
+class CaseResult(Base):
+    """One row of the engine's scores.csv, with the files it wrote for the case."""
+
+    __tablename__ = "case_results"
+    __table_args__ = (
+        UniqueConstraint("audit_id", "case_id"),
+        Index("ix_case_results_audit_id_noise_score", "audit_id", "noise_score"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    audit_id: Mapped[int] = mapped_column(ForeignKey("audits.id"))
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    rank: Mapped[int] = mapped_column(Integer)
+    noise_score: Mapped[float] = mapped_column(Float)  # 1 - clean probability
+    flagged: Mapped[bool]
+    ce: Mapped[float] = mapped_column(Float)
+    dice_gap: Mapped[float] = mapped_column(Float)
+    dice: Mapped[list[float]] = mapped_column(JSON)  # per foreground class 1..K-1
+    changed_fraction: Mapped[float] = mapped_column(Float)
+    issue_fraction: Mapped[float] = mapped_column(Float)
+    slices: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)  # 3D: slices.csv rows
+    cleansed_file_id: Mapped[int | None] = mapped_column(ForeignKey("files.id"))
+    pseudo_label_file_id: Mapped[int | None] = mapped_column(ForeignKey("files.id"))
+    issue_map_file_id: Mapped[int | None] = mapped_column(ForeignKey("files.id"))
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    case: Mapped[Case] = relationship()
+
+    @property
+    def clean_prob(self) -> float:
+        return 1.0 - self.noise_score
+
+
+class Review(Base):
+    """A reviewer's decision on one case of one audit. Reviews are added, never changed."""
+
+    __tablename__ = "reviews"
+    __table_args__ = (
+        CheckConstraint(one_of("decision", Decision), name="decision"),
+        Index("ix_reviews_audit_id_case_id", "audit_id", "case_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    audit_id: Mapped[int] = mapped_column(ForeignKey("audits.id"))
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"))
+    decision: Mapped[str] = mapped_column(String(20))
+    comment: Mapped[str] = mapped_column(Text, default="")
+    key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
+    reviewer: Mapped[str] = mapped_column(String(100))  # the key's name when it reviewed
+    created_at: Mapped[dt.datetime] = _created()

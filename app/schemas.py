@@ -1,0 +1,380 @@
+"""Request and response shapes of the API (what OpenAPI shows, with examples)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import fields
+from typing import Annotated, Any, Generic, TypeVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from app.db.enums import AuditStatus, Decision, Role
+from app.db.tables import ApiKey, Audit, Case, CaseResult, Mask, Review, StoredFile
+from models.config import AuditConfig
+
+T = TypeVar("T")
+NAME = Field(min_length=1, max_length=200, examples=["hc18-train"])
+
+
+class ErrorOut(BaseModel):
+    """Every error: a stable code, a sentence saying what to fix, and the file at fault if any."""
+
+    code: str
+    detail: str
+    file: str | None = None
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "code": "unsupported_format",
+                    "detail": "scan.jpg: unsupported file type '.jpg' (supported: .nii, ...)",
+                    "file": "scan.jpg",
+                }
+            ]
+        }
+    )
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int = Field(description="rows in all pages")
+    limit: int
+    offset: int
+
+
+class FileOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str = Field(examples=["000_HC.png"])
+    format: str = Field(examples=["png"])
+    size_bytes: int
+    sha256: str
+
+    @classmethod
+    def of(cls, row: StoredFile) -> FileOut:
+        return cls.model_validate(row)
+
+
+# Keys
+
+
+class KeyCreate(BaseModel):
+    role: Role = Field(examples=["annotator"])
+    name: str = Field(default="", max_length=100, examples=["alice"])
+
+
+class KeyOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    role: Role
+    prefix: str = Field(description="the key's first characters, to tell keys apart")
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+
+    @classmethod
+    def of(cls, row: ApiKey) -> KeyOut:
+        return cls.model_validate(row)
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(description="the key itself: shown this once, only its hash is kept")
+
+
+# Datasets, cases, annotation sets, masks
+
+
+class DatasetCreate(BaseModel):
+    name: str = NAME
+    description: str = Field(default="", max_length=10_000, examples=["HC18 training set"])
+
+
+class DatasetOut(BaseModel):
+    id: int
+    name: str
+    description: str
+    cases: int = Field(description="number of cases (images)")
+    created_at: dt.datetime
+
+
+class CaseOut(BaseModel):
+    id: int
+    name: str = Field(examples=["000_HC"], description="the image's file name without extension")
+    image: FileOut
+    shape: list[int] = Field(examples=[[540, 800]], description="(H, W) or (X, Y, Z)")
+    spacing: list[float]
+    channels: int
+    created_at: dt.datetime
+
+    @classmethod
+    def of(cls, case: Case) -> CaseOut:
+        return cls(
+            id=case.id,
+            name=case.name,
+            image=FileOut.of(case.image),
+            shape=case.shape,
+            spacing=case.spacing,
+            channels=case.channels,
+            created_at=case.created_at,
+        )
+
+
+class CasesAdded(BaseModel):
+    count: int
+    cases: list[CaseOut]
+
+
+class AnnotationSetCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=200, examples=["annotator-a"])
+    description: str = Field(default="", max_length=10_000, examples=["first pass, team A"])
+
+
+class AnnotationSetOut(BaseModel):
+    id: int
+    dataset_id: int
+    name: str
+    description: str
+    masks: int = Field(description="number of masks uploaded")
+    created_at: dt.datetime
+
+
+class MaskOut(BaseModel):
+    id: int
+    case_id: int
+    case: str
+    file: FileOut
+    max_label: int = Field(description="the largest class index in the mask")
+    created_at: dt.datetime
+
+    @classmethod
+    def of(cls, mask: Mask) -> MaskOut:
+        return cls(
+            id=mask.id,
+            case_id=mask.case_id,
+            case=mask.case.name,
+            file=FileOut.of(mask.file),
+            max_label=mask.max_label,
+            created_at=mask.created_at,
+        )
+
+
+class MasksAdded(BaseModel):
+    count: int
+    masks: list[MaskOut]
+
+
+# Audits
+
+
+def _no_unknown_parameters(value: Any) -> Any:
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - {f.name for f in fields(AuditConfig)})
+        if unknown:
+            raise ValueError(f"unknown audit parameters {unknown}")
+    return value
+
+
+class AuditCreate(BaseModel):
+    dataset_id: int
+    annotation_set_id: int
+    parameters: Annotated[AuditConfig, BeforeValidator(_no_unknown_parameters)] = Field(
+        default_factory=AuditConfig,
+        description="the audit's hyper-parameters (models.config.AuditConfig); all optional",
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"dataset_id": 1, "annotation_set_id": 2, "parameters": {"epochs": 40}}]
+        }
+    )
+
+
+class ProgressOut(BaseModel):
+    phase: str | None = Field(description="load, warmup, train, score, write or done")
+    epoch: int | None
+    epochs: int | None
+    percent: float | None
+    eta_seconds: float | None
+    loss: float | None
+    flagged: int | None
+    heartbeat_at: dt.datetime | None
+
+
+class FailureOut(BaseModel):
+    code: str | None
+    message: str | None
+
+
+class AuditOut(BaseModel):
+    id: int
+    dataset_id: int
+    annotation_set_id: int
+    status: AuditStatus
+    cases: int
+    parameters: dict[str, Any]
+    progress: ProgressOut
+    summary: dict[str, Any] | None = Field(
+        description="when succeeded: cases, flagged, mean/max noise_score, durations"
+    )
+    error: FailureOut | None
+    attempts: int
+    task_id: str | None
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 7,
+                    "dataset_id": 1,
+                    "annotation_set_id": 2,
+                    "status": "running",
+                    "cases": 60,
+                    "parameters": {"epochs": 40, "size": 128},
+                    "progress": {
+                        "phase": "train",
+                        "epoch": 12,
+                        "epochs": 40,
+                        "percent": 30.0,
+                        "eta_seconds": 210.0,
+                        "loss": 0.31,
+                        "flagged": 9,
+                        "heartbeat_at": "2026-01-05T10:00:00Z",
+                    },
+                    "summary": None,
+                    "error": None,
+                    "attempts": 1,
+                    "task_id": "1f0c...",
+                    "created_at": "2026-01-05T09:58:00Z",
+                    "started_at": "2026-01-05T09:58:02Z",
+                    "finished_at": None,
+                }
+            ]
+        }
+    )
+
+    @classmethod
+    def of(cls, audit: Audit, cases: int) -> AuditOut:
+        failed = audit.error_code is not None or audit.error_message is not None
+        return cls(
+            id=audit.id,
+            dataset_id=audit.dataset_id,
+            annotation_set_id=audit.annotation_set_id,
+            status=AuditStatus(audit.status),
+            cases=cases,
+            parameters=audit.parameters,
+            progress=ProgressOut(
+                phase=audit.phase,
+                epoch=audit.epoch,
+                epochs=audit.epochs,
+                percent=audit.percent,
+                eta_seconds=audit.eta_seconds,
+                loss=audit.loss,
+                flagged=audit.flagged,
+                heartbeat_at=audit.heartbeat_at,
+            ),
+            summary=audit.summary,
+            error=FailureOut(code=audit.error_code, message=audit.error_message)
+            if failed
+            else None,
+            attempts=audit.attempts,
+            task_id=audit.task_id,
+            created_at=audit.created_at,
+            started_at=audit.started_at,
+            finished_at=audit.finished_at,
+        )
+
+
+# Results and reviews
+
+
+class ResultOut(BaseModel):
+    """One case's row of the audit's scores.csv."""
+
+    case_id: int
+    case: str
+    rank: int = Field(description="1 = most suspect")
+    noise_score: float = Field(description="1 - clean probability: higher = more likely noisy")
+    clean_prob: float
+    flagged: bool
+    ce: float
+    dice_gap: float
+    dice: list[float] = Field(description="teacher vs given mask, per foreground class 1..K-1")
+    changed_fraction: float
+    issue_fraction: float
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "case_id": 12,
+                    "case": "042_HC",
+                    "rank": 1,
+                    "noise_score": 0.97,
+                    "clean_prob": 0.03,
+                    "flagged": True,
+                    "ce": 1.8,
+                    "dice_gap": 0.62,
+                    "dice": [0.38],
+                    "changed_fraction": 0.21,
+                    "issue_fraction": 0.19,
+                }
+            ]
+        }
+    )
+
+    @classmethod
+    def of(cls, result: CaseResult) -> ResultOut:
+        return cls(
+            case_id=result.case_id,
+            case=result.case.name,
+            rank=result.rank,
+            noise_score=result.noise_score,
+            clean_prob=result.clean_prob,
+            flagged=result.flagged,
+            ce=result.ce,
+            dice_gap=result.dice_gap,
+            dice=result.dice,
+            changed_fraction=result.changed_fraction,
+            issue_fraction=result.issue_fraction,
+        )
+
+
+class ReviewCreate(BaseModel):
+    decision: Decision = Field(examples=["accept_cleansed"])
+    comment: str = Field(default="", max_length=10_000, examples=["boundary fixed, looks right"])
+
+
+class ReviewOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    audit_id: int
+    case_id: int
+    decision: Decision
+    comment: str
+    reviewer: str = Field(description="the name of the key that reviewed")
+    key_id: int | None
+    created_at: dt.datetime
+
+    @classmethod
+    def of(cls, row: Review) -> ReviewOut:
+        return cls.model_validate(row)
+
+
+class ResultDetail(ResultOut):
+    slices: list[dict[str, Any]] | None = Field(description="3D only: per-slice figures")
+    files: dict[str, str] = Field(description="download paths of the case's masks")
+    reviews: list[ReviewOut]
+
+
+class HistoryItem(BaseModel):
+    audit_id: int
+    annotation_set_id: int
+    audit_status: AuditStatus
+    audit_created_at: dt.datetime
+    result: ResultOut

@@ -1,0 +1,112 @@
+"""Annotation sets and their masks, matched to the dataset's cases by name."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app import errors
+from app.db.tables import AnnotationSet, Case, Dataset, Mask
+from app.errors import Conflict, Invalid, NotFound
+from app.services.checks import check_mask
+from app.services.files import publishing
+from app.services.pages import Page, paginate
+from app.storage import Store
+from app.uploads import Incoming
+from models import errors as input_errors
+
+
+def create_annotation_set(
+    session: Session, dataset: Dataset, name: str, description: str = ""
+) -> AnnotationSet:
+    """A new, empty set of masks for ``dataset``. Commits."""
+    aset = AnnotationSet(dataset_id=dataset.id, name=name, description=description)
+    session.add(aset)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise Conflict(
+            errors.ANNOTATION_SET_EXISTS,
+            f"dataset {dataset.id} already has an annotation set named '{name}'",
+        ) from None
+    return aset
+
+
+def list_annotation_sets(
+    session: Session, dataset: Dataset, *, limit: int, offset: int
+) -> Page[AnnotationSet]:
+    query = (
+        select(AnnotationSet)
+        .where(AnnotationSet.dataset_id == dataset.id)
+        .order_by(AnnotationSet.id)
+    )
+    return paginate(session, query, limit=limit, offset=offset)
+
+
+def get_annotation_set(session: Session, dataset: Dataset, set_id: int) -> AnnotationSet:
+    aset = session.get(AnnotationSet, set_id)
+    if aset is None or aset.dataset_id != dataset.id:
+        raise NotFound(errors.NOT_FOUND, f"no annotation set {set_id} in dataset {dataset.id}")
+    return aset
+
+
+def count_masks(session: Session, aset: AnnotationSet) -> int:
+    query = select(func.count()).where(Mask.annotation_set_id == aset.id)
+    return int(session.scalar(query) or 0)
+
+
+def list_masks(session: Session, aset: AnnotationSet, *, limit: int, offset: int) -> Page[Mask]:
+    query = (
+        select(Mask)
+        .join(Case, Case.id == Mask.case_id)
+        .where(Mask.annotation_set_id == aset.id)
+        .order_by(Case.name)
+    )
+    return paginate(session, query, limit=limit, offset=offset)
+
+
+def add_masks(
+    session: Session, store: Store, aset: AnnotationSet, files: list[Incoming]
+) -> list[Mask]:
+    """Match each mask to its case, check it, then store them all; all or nothing. Commits."""
+    cases = {
+        c.name: c for c in session.scalars(select(Case).where(Case.dataset_id == aset.dataset_id))
+    }
+    taken = set(session.scalars(select(Mask.case_id).where(Mask.annotation_set_id == aset.id)))
+    checked = []
+    for item in sorted(files, key=lambda f: f.case):
+        case = cases.get(item.case)
+        if case is None:
+            raise Invalid(
+                input_errors.MISSING_IMAGE,
+                f"{item.name}: dataset {aset.dataset_id} has no case named '{item.case}'; "
+                "masks are matched to images by file name without extension",
+                file=item.name,
+            )
+        if case.id in taken:
+            raise Conflict(
+                errors.MASK_EXISTS,
+                f"{item.name}: annotation set {aset.id} already has a mask for '{item.case}'; "
+                "masks are never replaced (upload a re-annotation as a new set)",
+                file=item.name,
+            )
+        checked.append((item, case, check_mask(item, case)))
+    masks = []
+    try:
+        with publishing(session, store) as add_file:
+            for item, case, max_label in checked:
+                mask = Mask(
+                    annotation_set_id=aset.id,
+                    case=case,
+                    file=add_file(item.written, item.name),
+                    max_label=max_label,
+                )
+                session.add(mask)
+                masks.append(mask)
+    except IntegrityError:
+        raise Conflict(
+            errors.MASK_EXISTS, f"annotation set {aset.id} received some of these masks meanwhile"
+        ) from None
+    return masks

@@ -1,0 +1,234 @@
+"""The standard benchmark matrix (``make bench``) and its quick subset (``make bench-quick``).
+
+    python -m bench.matrix [--quick] [--device auto|cpu|cuda] [--seeds 0 1 2] [--out DIR]
+
+Full: hc18 and dsb2018 (instance masks; its 256x256 images) from ../shared/data, noise B, L and
+mixed at alpha 0.4, three seeds, every method. Quick: the committed hc18 sample, mixed noise, one
+seed, smaller and shorter. Writes ``DIR/<time>/summary.json`` and ``summary.md`` (means over the
+seeds, the targets of docs/benchmarks.md beside them) and each cell's ``results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.harness import BenchSpec, run_bench
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+
+
+@dataclass(frozen=True)
+class DataSet:
+    name: str
+    images: Path
+    masks: Path
+    instances: bool
+    min_auroc: float  # the detection target of docs/benchmarks.md
+
+
+def dsb_square_256(work: Path) -> tuple[Path, Path]:
+    """dsb2018's 256x256 images (334 of 664) and their instance maps, linked into ``work``."""
+    from PIL import Image
+
+    images, labels = work / "images", work / "labels"
+    images.mkdir(parents=True)
+    labels.mkdir()
+    for path in sorted((SHARED / "dsb2018" / "images").glob("*.png")):
+        with Image.open(path) as im:
+            if im.size != (256, 256):
+                continue
+        os.symlink(path, images / path.name)
+        os.symlink(SHARED / "dsb2018" / "labels" / path.name, labels / path.name)
+    return images, labels
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine(device: str) -> dict[str, Any]:
+    import torch
+
+    from models.network import resolve_device
+    from models.outputs import versions
+
+    used = resolve_device(device)
+    return {
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(used),
+        "gpu": torch.cuda.get_device_name(0) if used.type == "cuda" else None,
+        "versions": versions(),
+    }
+
+
+def mean(values: list[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return float(np.mean(kept)) if kept else None
+
+
+def aggregate(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    """Means over seeds of every figure, per method, plus the comparisons the targets use."""
+    methods: dict[str, Any] = {}
+    for method in cells[0]["methods"]:
+        entries = [c["methods"][method] for c in cells if method in c["methods"]]
+        figures: dict[str, Any] = {"seeds": len(entries)}
+        for part in ("detection", "repair", "cost"):
+            if part in entries[0]:
+                keys = entries[0][part].keys()
+                figures[part] = {k: mean([e[part][k] for e in entries]) for k in keys}
+        if "downstream_dice" in entries[0]:
+            figures["downstream_dice"] = mean([e["downstream_dice"] for e in entries])
+        methods[method] = figures
+    out: dict[str, Any] = {"methods": methods}
+    dice = {m: methods[m].get("downstream_dice") for m in ("selfclean", "naive", "oracle")}
+    if None not in dice.values() and len(dice) == 3:
+        gap = dice["oracle"] - dice["naive"]
+        out["gap_recovered"] = (dice["selfclean"] - dice["naive"]) / gap if gap > 1e-6 else None
+    if "cleanlab" in methods and "selfclean" in methods:
+        out["speedup_vs_cleanlab"] = (
+            methods["cleanlab"]["cost"]["wall_s"] / methods["selfclean"]["cost"]["wall_s"]
+        )
+    return out
+
+
+def _f(v: float | None, digits: int = 3) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    lines = [
+        "| data | noise | method | AUROC | AP | precision | recall | F1 | Dice corrupted "
+        "given -> cleansed | Dice clean given -> cleansed | test Dice | wall s | train img/s |",
+        "|" + "---|" * 13,
+    ]
+    for key, agg in summary["cells"].items():
+        data, noise = key.split("/")
+        for method, m in agg["methods"].items():
+            d, r, c = m.get("detection", {}), m.get("repair", {}), m["cost"]
+            lines.append(
+                f"| {data} | {noise} | {method} | {_f(d.get('auroc'))} | "
+                f"{_f(d.get('average_precision'))} | {_f(d.get('precision'))} | "
+                f"{_f(d.get('recall'))} | {_f(d.get('f1'))} | "
+                f"{_f(r.get('given_dice_noisy'))} -> {_f(r.get('cleansed_dice_noisy'))} | "
+                f"{_f(r.get('given_dice_clean'))} -> {_f(r.get('cleansed_dice_clean'))} | "
+                f"{_f(m.get('downstream_dice'))} | {_f(c['wall_s'], 0)} | "
+                f"{_f(c['train_images_per_s'], 1)} |"
+            )
+    lines += [
+        "",
+        "| data | noise | gap recovered (target >= 0.80) | speed-up vs cleanlab (target >= 3) |",
+        "|---|---|---|---|",
+    ]
+    for key, agg in summary["cells"].items():
+        data, noise = key.split("/")
+        lines.append(
+            f"| {data} | {noise} | {_f(agg.get('gap_recovered'), 2)} | "
+            f"{_f(agg.get('speedup_vs_cleanlab'), 1)} |"
+        )
+    return "\n".join(lines)
+
+
+def plan(quick: bool, work: Path) -> tuple[list[DataSet], list[str], dict[str, Any]]:
+    if quick:
+        sample = ROOT / "data" / "sample" / "hc18"
+        hc18 = DataSet("hc18-sample", sample / "images", sample / "masks", False, 0.98)
+        # The sample's test half holds 30 cases (one per fetus).
+        sizes = {"train_cases": 20, "test_cases": 8, "size": 96, "epochs": 30}
+        return [hc18], ["mixed"], sizes
+    missing = [p for p in (SHARED / "hc18", SHARED / "dsb2018") if not p.is_dir()]
+    if missing:
+        raise SystemExit(f"the full benchmark reads {missing[0]}; use --quick without it")
+    hc18 = DataSet("hc18", SHARED / "hc18" / "images", SHARED / "hc18" / "masks", False, 0.98)
+    dsb_images, dsb_labels = dsb_square_256(work / "dsb2018-256")
+    dsb = DataSet("dsb2018", dsb_images, dsb_labels, True, 0.95)
+    sizes = {"train_cases": 40, "test_cases": 16, "size": 128, "epochs": 40}
+    return [hc18, dsb], ["B", "L", "mixed"], sizes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.matrix", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="the minutes-long subset")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--seeds", nargs="+", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--keep-work", action="store_true", help="keep masks and models")
+    args = parser.parse_args(argv)
+
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = args.out / (stamp + ("-quick" if args.quick else ""))
+    out.mkdir(parents=True)
+    datasets, noises, sizes = plan(args.quick, out / "data")
+    seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])
+    summary: dict[str, Any] = {
+        "created": stamp,
+        "command": " ".join([Path(sys.executable).name, "-m", "bench.matrix", *sys.argv[1:]]),
+        "machine": machine(args.device),
+        "settings": {"alpha": 0.4, "seeds": seeds, **sizes},
+        "cells": {},
+    }
+    total = len(datasets) * len(noises) * len(seeds)
+    done, started = 0, time.perf_counter()
+    for ds in datasets:
+        cells: dict[str, list[dict[str, Any]]] = {n: [] for n in noises}
+        oracle: dict[int, dict[str, Any]] = {}
+        for seed in seeds:
+            for noise in noises:
+                spec = BenchSpec(
+                    images=ds.images,
+                    masks=ds.masks,
+                    out=out / "cells" / f"{ds.name}-{noise}-s{seed}",
+                    noise=noise,
+                    seed=seed,
+                    instances=ds.instances,
+                    device=args.device,
+                    oracle=seed not in oracle,  # the oracle ignores the noise: once per seed
+                    **sizes,
+                )
+                report = run_bench(spec)
+                if "oracle" in report["methods"]:
+                    oracle[seed] = report["methods"]["oracle"]
+                report["methods"].setdefault("oracle", oracle[seed])
+                cells[noise].append(report)
+                if not args.keep_work:
+                    shutil.rmtree(spec.out / "work", ignore_errors=True)
+                done += 1
+                elapsed = time.perf_counter() - started
+                print(
+                    f"== {done}/{total} cells, {elapsed / 60:.1f} min, "
+                    f"about {elapsed / done * (total - done) / 60:.0f} min left",
+                    flush=True,
+                )
+        for noise, reports in cells.items():
+            summary["cells"][f"{ds.name}/{noise}"] = aggregate(reports)
+    summary["wall_min"] = round((time.perf_counter() - started) / 60, 1)
+    shutil.rmtree(out / "data", ignore_errors=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    table = summary_markdown(summary)
+    (out / "summary.md").write_text(table + "\n")
+    print(f"\n{table}\n\nwritten: {out / 'summary.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The ``segaudit`` command line: one entry point over models/, bench/, app/ and worker/."""

@@ -1,0 +1,48 @@
+"""``segaudit COMMAND ...``: dispatches each command to the package that owns it.
+
+Each owner module exposes ``main(argv) -> int`` and parses its own options. The owner is imported
+only when its command runs, so ``segaudit keys create`` never loads torch and ``segaudit audit``
+never loads the web stack.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+# command -> (module with main(argv), one line of help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "audit": ("models.cli", "find noisy masks in a folder and cleanse them"),
+    "segment": ("models.cli", "segment new images with an audit's model.pt"),
+    "corrupt": ("models.cli", "make a noisy copy of true masks, for evaluation"),
+    "evaluate": ("models.cli", "score a finished audit against known noise"),
+    "bench": ("bench.cli", "compare the audit with its peers on corrupted real data"),
+    "pacs": ("models.dicom.cli", "pull a study from a DICOMweb server, push cleansed masks back"),
+    "db": ("app.cli", "apply the service's database migrations (db upgrade)"),
+    "keys": ("app.cli", "create, list and revoke the service's API keys"),
+}
+
+
+def usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = ["usage: segaudit COMMAND [options]   (segaudit COMMAND --help for its options)", ""]
+    lines += [f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if args else 2
+    command = args[0]
+    if command not in COMMANDS:
+        print(f"segaudit: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[command][0])
+    return int(module.main(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

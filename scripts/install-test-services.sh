@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The Debian packages that the DICOM tests use: dicom3tools (dciodvfy, the DICOM validator) and
+# Orthanc with its DICOMweb plugin (a real PACS on loopback). Idempotent: it does nothing when they
+# are installed. Where they cannot be installed (no apt-get, no root or sudo) it says so; the tests
+# that need them then skip, except under CI (CI set), where this script fails instead.
+set -euo pipefail
+
+need=()
+command -v dciodvfy >/dev/null 2>&1 || need+=(dicom3tools)
+command -v Orthanc >/dev/null 2>&1 || need+=(orthanc)
+[ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need+=(orthanc-dicomweb)
+[ ${#need[@]} -eq 0 ] && exit 0
+
+cannot() {
+    echo "install-test-services: $1; install ${need[*]} to run the DICOM validator and PACS tests" >&2
+    [ -z "${CI:-}" ] || exit 1
+    exit 0
+}
+
+command -v apt-get >/dev/null 2>&1 || cannot "no apt-get here"
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null || cannot "not root and no sudo"
+    sudo=(sudo -n)
+fi
+echo "install-test-services: installing ${need[*]}" >&2
+"${sudo[@]}" apt-get update -qq
+DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}"
