@@ -128,7 +128,9 @@ def filter_step(
     """Label filter and cleansing over every case, with the teacher; updates ``state``.
 
     With ``update=False`` the smoothed clean probabilities and flags stay as they are (a pass
-    that only recomputes the figures, e.g. when a finished run is resumed). ``tta`` defaults to
+    that only recomputes the figures, e.g. when a finished run is resumed). A degenerate fit
+    says only that this pass cannot tell the groups apart, not that every case is clean, so it
+    leaves them as they are too (the first pass excepted). ``tta`` defaults to
     ``config.tta_flips``.
     """
     tta = config.tta_flips if tta is None else tta
@@ -150,7 +152,7 @@ def filter_step(
     )
     if state.clean_prob is None:
         state.clean_prob = result.clean_prob.copy()
-    elif update:
+    elif update and not result.degenerate:
         m = config.clean_prob_momentum
         state.clean_prob = m * state.clean_prob + (1.0 - m) * result.clean_prob
     state.flagged = state.clean_prob < config.flag_threshold

@@ -1,0 +1,61 @@
+"""The training loop's label-filter step: how passes are smoothed into flags."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models import train
+from models.cases import load_dataset
+from models.config import AuditConfig
+from models.label_filter import FilterResult
+
+
+@pytest.fixture
+def tiny(hc18_small):
+    config = AuditConfig(size=32, epochs=4, channels=(8, 16), batch_size=4)
+    dataset = load_dataset(*hc18_small, size=config.size, min_cases=config.min_cases)
+    data = train.TrainData.from_dataset(dataset, single_object_classes=(1,))
+    return train.new_state(data, config, torch.device("cpu")), data, config
+
+
+def _fake_filter(clean_prob: np.ndarray, degenerate: bool):
+    def fit(*_args, **_kwargs) -> FilterResult:
+        return FilterResult(clean_prob, degenerate, 3.0, 0.3, 10.0, "x" if degenerate else "")
+
+    return fit
+
+
+def test_a_degenerate_pass_keeps_the_flags_it_cannot_judge(tiny, monkeypatch):
+    state, data, config = tiny
+    n = data.num_cases
+    noisy = np.array([0.0, 0.0] + [1.0] * (n - 2))
+    monkeypatch.setattr(train, "fit_label_filter", _fake_filter(noisy, False))
+    train.filter_step(state, data, config)
+    assert state.flagged.tolist() == [True, True] + [False] * (n - 2)
+    monkeypatch.setattr(train, "fit_label_filter", _fake_filter(np.ones(n), True))
+    train.filter_step(state, data, config)
+    assert state.flagged.tolist() == [True, True] + [False] * (n - 2)
+    assert np.array_equal(state.clean_prob, noisy)
+
+
+def test_informative_passes_are_smoothed_with_momentum(tiny, monkeypatch):
+    state, data, config = tiny
+    n = data.num_cases
+    monkeypatch.setattr(train, "fit_label_filter", _fake_filter(np.zeros(n), False))
+    train.filter_step(state, data, config)
+    monkeypatch.setattr(train, "fit_label_filter", _fake_filter(np.ones(n), False))
+    train.filter_step(state, data, config)
+    m = config.clean_prob_momentum
+    assert np.allclose(state.clean_prob, 1.0 - m)
+
+
+def test_cosine_schedule_and_filter_epochs():
+    config = AuditConfig(epochs=10, warmup_epochs=4, filter_every=2, lr_schedule="cosine")
+    assert train.learning_rate(0, config) == pytest.approx(config.learning_rate)
+    assert train.learning_rate(5, config) == pytest.approx(config.learning_rate / 2)
+    assert train.learning_rate(9, config) < 0.03 * config.learning_rate
+    assert [e for e in range(10) if train.is_filter_epoch(e, config)] == [4, 6, 8]
+    flat = AuditConfig(epochs=10, lr_schedule="constant")
+    assert train.learning_rate(9, flat) == flat.learning_rate
