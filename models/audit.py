@@ -196,7 +196,7 @@ def run_audit(
         raise
 
     started = time.perf_counter()
-    final = filter_step(state, data, config, update=not state.scored)
+    final = filter_step(state, data, config, update=not state.scored, final=True)
     state.scored = True
     report(Progress("score", config.epochs, config.epochs, 1, 1, None, int(state.flagged.sum())))
     save_checkpoint(out / outputs.MODEL, state, data, config, dataset.case_ids)

@@ -37,6 +37,7 @@ class AuditConfig:
     gmm_max_noisy_weight: float = 0.5  # a "noisy" component larger than this is no clean majority
     clean_prob_momentum: float = 0.5  # smoothing of the clean probability across epochs
     flag_threshold: float = 0.5  # flagged when the smoothed clean probability is below
+    degenerate_pass: str = "hold"  # a pass with no noisy group: "hold" or "decay" (to clean)
     filter_every: int = 2  # epochs between label-filter passes after the warm-up
     filter_tta: bool = False  # flip TTA in those passes (the final pass follows tta_flips)
     # Label cleansing (LCM).
@@ -74,6 +75,10 @@ class AuditConfig:
         need(
             self.lr_schedule in ("constant", "cosine"),
             f"lr_schedule must be constant or cosine, got '{self.lr_schedule}'",
+        )
+        need(
+            self.degenerate_pass in ("hold", "decay"),
+            f"degenerate_pass must be hold or decay, got '{self.degenerate_pass}'",
         )
         need(self.filter_every >= 1, f"filter_every must be >= 1, got {self.filter_every}")
         need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")

@@ -124,14 +124,16 @@ def filter_step(
     *,
     update: bool = True,
     tta: bool | None = None,
+    final: bool = False,
 ) -> FilterResult:
     """Label filter and cleansing over every case, with the teacher; updates ``state``.
 
     With ``update=False`` the smoothed clean probabilities and flags stay as they are (a pass
     that only recomputes the figures, e.g. when a finished run is resumed). A degenerate fit
-    says only that this pass cannot tell the groups apart, not that every case is clean, so it
-    leaves them as they are too (the first pass excepted). ``tta`` defaults to
-    ``config.tta_flips``.
+    (no separate noisy group) pulls them towards clean during training when
+    ``config.degenerate_pass`` is ``decay``, and leaves them as they are when it is ``hold`` and
+    in the ``final`` scoring pass, which must not erase what training found. ``tta`` defaults
+    to ``config.tta_flips``.
     """
     tta = config.tta_flips if tta is None else tta
     figures: list[Disagreement] = []
@@ -152,7 +154,7 @@ def filter_step(
     )
     if state.clean_prob is None:
         state.clean_prob = result.clean_prob.copy()
-    elif update and not result.degenerate:
+    elif update and not (result.degenerate and (final or config.degenerate_pass == "hold")):
         m = config.clean_prob_momentum
         state.clean_prob = m * state.clean_prob + (1.0 - m) * result.clean_prob
     state.flagged = state.clean_prob < config.flag_threshold

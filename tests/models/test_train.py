@@ -27,17 +27,28 @@ def _fake_filter(clean_prob: np.ndarray, degenerate: bool):
     return fit
 
 
-def test_a_degenerate_pass_keeps_the_flags_it_cannot_judge(tiny, monkeypatch):
+@pytest.mark.parametrize("mode", ["hold", "decay"])
+def test_a_degenerate_pass_holds_or_decays_flags_but_never_in_the_final_pass(
+    tiny, monkeypatch, mode
+):
     state, data, config = tiny
+    config = AuditConfig(**{**config.to_dict(), "degenerate_pass": mode})
     n = data.num_cases
     noisy = np.array([0.0, 0.0] + [1.0] * (n - 2))
     monkeypatch.setattr(train, "fit_label_filter", _fake_filter(noisy, False))
     train.filter_step(state, data, config)
     assert state.flagged.tolist() == [True, True] + [False] * (n - 2)
     monkeypatch.setattr(train, "fit_label_filter", _fake_filter(np.ones(n), True))
+    train.filter_step(state, data, config, final=True)
+    assert np.array_equal(state.clean_prob, noisy)  # the final pass erases nothing
     train.filter_step(state, data, config)
-    assert state.flagged.tolist() == [True, True] + [False] * (n - 2)
-    assert np.array_equal(state.clean_prob, noisy)
+    if mode == "hold":
+        assert np.array_equal(state.clean_prob, noisy)
+        assert state.flagged[:2].all()
+    else:
+        m = config.clean_prob_momentum
+        assert np.allclose(state.clean_prob, m * noisy + (1 - m))
+        assert not state.flagged.any()
 
 
 def test_informative_passes_are_smoothed_with_momentum(tiny, monkeypatch):
