@@ -1,4 +1,4 @@
-# segaudit: `make demo` runs an audit of the committed sample; `make test` runs the tests.
+# segaudit: `make demo` audits the committed sample through the service; `make test` runs the tests.
 # Every target creates .venv when missing and installs the locked requirements into it.
 
 PYTHON ?= python3.11
@@ -19,15 +19,10 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PIP) install --no-deps --no-build-isolation -e .
 	@touch $@
 
+# The sample through the service in embedded mode (scripts/demo.sh): serve --embedded, submit
+# --wait, evaluate. DEMO_AUDIT_ARGS="--epochs 4 --size 64" makes a quick check of the plumbing.
 demo: $(STAMP)
-	@rm -rf $(DEMO)
-	$(BIN)/segaudit corrupt --masks $(SAMPLE)/masks --out $(DEMO)/noisy_masks \
-		--truth $(DEMO)/noise_truth.csv --fraction 0.4 --protocol mixed --seed 0
-	$(BIN)/segaudit audit --images $(SAMPLE)/images --masks $(DEMO)/noisy_masks \
-		--out $(DEMO)/audit --seed 0
-	@echo
-	$(BIN)/segaudit evaluate --audit $(DEMO)/audit --truth $(DEMO)/noise_truth.csv \
-		--true-masks $(SAMPLE)/masks --given-masks $(DEMO)/noisy_masks
+	BIN=$(BIN) DEMO=$(DEMO) SAMPLE=$(SAMPLE) scripts/demo.sh
 
 test: $(STAMP)
 	scripts/install-test-services.sh
@@ -42,8 +37,8 @@ bench-quick: $(STAMP)
 	$(BIN)/python -m bench.matrix --quick
 
 lint: $(STAMP)
-	$(BIN)/ruff check models bench cli tests
-	$(BIN)/ruff format --check models bench cli tests
+	$(BIN)/ruff check models bench cli app worker migrations tests
+	$(BIN)/ruff format --check models bench cli app worker migrations tests
 
 # Re-pin every requirement after changing pyproject.toml (then commit requirements.lock).
 lock:

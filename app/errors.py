@@ -47,6 +47,12 @@ class Unavailable(ServiceError):
     status = 503
 
 
+class BadGateway(ServiceError):
+    """A server this service called on its caller's behalf (a PACS) failed."""
+
+    status = 502
+
+
 # Codes of the service's own (the engine's input codes in models.errors are reused as they are).
 NOT_FOUND = "not_found"
 DATASET_EXISTS = "dataset_exists"
@@ -71,3 +77,4 @@ INVALID_KEY = "invalid_key"
 FORBIDDEN = "forbidden"
 INTERNAL = "internal_error"
 NOT_READY = "not_ready"
+SERVER_NOT_ALLOWED = "server_not_allowed"

@@ -10,7 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app.api import errors
 from app.api.limits import BodyLimit
-from app.api.routes import annotation_sets, audits, datasets, health, keys, results
+from app.api.routes import annotation_sets, audits, datasets, dicomweb, health, keys, results
 from app.db.session import make_engine, make_sessions
 from app.queue import make_client
 from app.settings import Settings, get_settings
@@ -43,7 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = Store(settings.storage)
     app.state.celery = celery
     errors.install(app)
-    for module in (health, keys, datasets, annotation_sets, audits, results):
+    for module in (health, keys, datasets, annotation_sets, audits, results, dicomweb):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     # Added last, so outermost: refusals (413 included) carry the CORS headers too.

@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import fields
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 
 from app.db.enums import AuditStatus, Decision, Role
 from app.db.tables import ApiKey, Audit, Case, CaseResult, Mask, Review, StoredFile
@@ -124,6 +124,11 @@ class CaseOut(BaseModel):
 class CasesAdded(BaseModel):
     count: int
     cases: list[CaseOut]
+    notes: list[str] = Field(
+        default_factory=list,
+        description="DICOM: what the upload left out and why (files that are not DICOM, "
+        "DICOMDIRs, objects that are not images or masks)",
+    )
 
 
 class AnnotationSetCreate(BaseModel):
@@ -163,6 +168,43 @@ class MaskOut(BaseModel):
 class MasksAdded(BaseModel):
     count: int
     masks: list[MaskOut]
+    notes: list[str] = Field(
+        default_factory=list,
+        description="DICOM: what the upload left out and why (files that are not DICOM, "
+        "DICOMDIRs, objects that are not images or masks)",
+    )
+
+
+# DICOMweb
+
+UID = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)*$", max_length=64, examples=["1.2.840.1"])]
+
+
+class DicomwebServer(BaseModel):
+    """A DICOMweb server: its root URL (one of SEGAUDIT_DICOMWEB_SERVERS) and credentials."""
+
+    url: str = Field(min_length=1, max_length=2000, examples=["https://pacs.example.org/dicom-web"])
+    user: str | None = Field(default=None, max_length=200, description="HTTP basic auth")
+    password: SecretStr | None = Field(default=None, max_length=1000, description="never stored")
+
+
+class DicomwebPull(DicomwebServer):
+    study_uid: UID = Field(description="the Study Instance UID to retrieve")
+    series_uids: list[UID] = Field(
+        default_factory=list, max_length=1000, description="only these series (default: all)"
+    )
+
+
+class DicomwebPush(DicomwebServer):
+    cases: list[str] | None = Field(
+        default=None, max_length=100_000, description="only these cases (default: all)"
+    )
+
+
+class DicomwebPushed(BaseModel):
+    url: str
+    cases: list[str] = Field(description="the cases whose cleansed masks were stored")
+    instances: list[str] = Field(description="SOP Instance UIDs the server stored")
 
 
 # Audits

@@ -40,7 +40,7 @@ class Incoming:
     written: Written
 
 
-class _Budget:
+class Budget:
     """What is left of the upload's file count and unpacked bytes."""
 
     def __init__(self, limits: Limits) -> None:
@@ -76,7 +76,7 @@ def receive(
     """Copy uploaded ``(file name, stream)`` parts into ``folder``; zips are unpacked there."""
     files = folder / "files"
     files.mkdir()
-    budget = _Budget(limits)
+    budget = Budget(limits)
     received: dict[str, Incoming] = {}
     for index, (raw_name, stream) in enumerate(parts):
         name = safe_name(raw_name or "")
@@ -131,7 +131,7 @@ def _add(received: dict[str, Incoming], incoming: Incoming, shown: str) -> None:
     received[incoming.case] = incoming
 
 
-def _copy(stream: BinaryIO, name: str, shown: str, files: Path, budget: _Budget) -> Incoming:
+def _copy(stream: BinaryIO, name: str, shown: str, files: Path, budget: Budget) -> Incoming:
     dest = files / name
     if dest.exists():  # same name twice (e.g. in two folders of a zip)
         raise Invalid(
@@ -146,12 +146,12 @@ def _copy(stream: BinaryIO, name: str, shown: str, files: Path, budget: _Budget)
 
 
 def _unpack(
-    archive: Path, zip_name: str, files: Path, budget: _Budget
+    archive: Path, zip_name: str, files: Path, budget: Budget
 ) -> list[tuple[str, Incoming]]:
     """Unpack a zip's files (folders flattened), checking every entry before writing any."""
     try:
         with zipfile.ZipFile(archive) as zf:
-            entries = [e for e in zf.infolist() if not _skipped(e)]
+            entries = [e for e in zf.infolist() if not is_skipped(e)]
             names = [_check_entry(e, zip_name) for e in entries]
             budget.take_file(zip_name, len(entries))
             # Sizes in the archive can lie: they only allow a quick refusal, and the bytes
@@ -170,18 +170,24 @@ def _unpack(
         ) from None
 
 
-def _skipped(entry: zipfile.ZipInfo) -> bool:
+def is_skipped(entry: zipfile.ZipInfo) -> bool:
     """Folders, macOS resource forks and hidden files (.DS_Store) are not data."""
     name = PurePosixPath(entry.filename.replace("\\", "/"))
     return entry.is_dir() or "__MACOSX" in name.parts or name.name.startswith(".")
 
 
-def _check_entry(entry: zipfile.ZipInfo, zip_name: str) -> str:
+def entry_name(entry: zipfile.ZipInfo, zip_name: str) -> str:
+    """The file name of a zip entry; refuses entries that climb out or are symbolic links."""
     shown = f"{zip_name}:{entry.filename}"
     name = safe_name(entry.filename, shown=shown)
     if stat.S_ISLNK(entry.external_attr >> 16):
         raise Invalid(
             errors.UNSAFE_PATH, f"{shown}: a symbolic link; zip the files themselves", file=shown
         )
-    _check_format(name, shown)
+    return name
+
+
+def _check_entry(entry: zipfile.ZipInfo, zip_name: str) -> str:
+    name = entry_name(entry, zip_name)
+    _check_format(name, f"{zip_name}:{entry.filename}")
     return name

@@ -21,6 +21,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pacs": ("models.dicom.cli", "pull a study from a DICOMweb server, push cleansed masks back"),
     "db": ("app.cli", "apply the service's database migrations (db upgrade)"),
     "keys": ("app.cli", "create, list and revoke the service's API keys"),
+    "serve": ("app.serve", "serve the REST API (--embedded: with a local worker, no servers)"),
+    "worker": ("worker.cli", "run audits from the task queues (one worker per GPU)"),
+    "submit": ("cli.submit", "upload a dataset to the service, audit it, download the export"),
 }
 
 

@@ -13,6 +13,7 @@ _WHY = {
     409: "conflicts with the resource's state",
     413: "the upload is over a size or file-count limit",
     422: "the request or an uploaded file is refused; the body names it and why",
+    502: "the PACS (DICOMweb server) failed or refused the request; the body says how",
     503: "the task queue is unreachable",
 }
 
@@ -36,7 +37,8 @@ UPLOAD_BODY: dict[str, Any] = {
                             "items": {"type": "string", "format": "binary"},
                             "description": "image or mask files (.png .tif .tiff .nii .nii.gz "
                             ".nrrd), or one .zip of them; the case is the file name without "
-                            "extension",
+                            "extension. DICOM: a PACS export (files or zips, nested any way), "
+                            "or SEG / RTSTRUCT files; a case is one series",
                         }
                     },
                 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
@@ -11,13 +12,25 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
 from app import errors
+from app.dicom_uploads import DicomUpload, is_dicom_upload, receive_dicom
 from app.errors import Invalid, TooLarge
 from app.settings import Settings
 from app.uploads import Incoming, Limits, receive
 
+Parts = list[tuple[str | None, BinaryIO]]
 
-async def receive_upload(request: Request, settings: Settings, folder: Path) -> list[Incoming]:
-    """The uploaded files, copied into ``folder`` (zips unpacked) within the settings' limits.
+
+def _receive(parts: Parts, folder: Path, limits: Limits) -> list[Incoming] | DicomUpload:
+    if is_dicom_upload(parts):
+        return receive_dicom(parts, folder, limits)
+    return receive(parts, folder, limits)
+
+
+async def receive_upload(
+    request: Request, settings: Settings, folder: Path
+) -> list[Incoming] | DicomUpload:
+    """The uploaded files, copied into ``folder`` (zips unpacked) within the settings' limits:
+    image or mask files by name, or a DICOM upload (``DicomUpload``) when it holds DICOM.
 
     Starlette spools each part to a temporary file as it arrives (never the whole body in
     memory); the copy into ``folder`` is hashed and counted against the limits.
@@ -25,12 +38,12 @@ async def receive_upload(request: Request, settings: Settings, folder: Path) -> 
     limits = Limits(max_files=settings.max_files, max_bytes=settings.max_uncompressed_bytes)
     try:
         async with request.form(max_files=settings.max_files, max_fields=100) as form:
-            parts = [
+            parts: Parts = [
                 (value.filename, value.file)
                 for _, value in form.multi_items()
                 if isinstance(value, UploadFile)
             ]
-            return await run_in_threadpool(receive, parts, folder, limits)
+            return await run_in_threadpool(_receive, parts, folder, limits)
     except (MultiPartException, HTTPException) as exc:
         # Starlette reports multipart problems as MultiPartException, or as a 400 inside an app.
         message = exc.message if isinstance(exc, MultiPartException) else str(exc.detail)

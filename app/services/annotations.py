@@ -10,6 +10,7 @@ from app import errors
 from app.db.tables import AnnotationSet, Case, Dataset, Mask
 from app.errors import Conflict, Invalid, NotFound
 from app.services.checks import check_mask
+from app.services.dicom import is_dicom_dataset
 from app.services.files import publishing
 from app.services.pages import Page, paginate
 from app.storage import Store
@@ -71,6 +72,14 @@ def add_masks(
     session: Session, store: Store, aset: AnnotationSet, files: list[Incoming]
 ) -> list[Mask]:
     """Match each mask to its case, check it, then store them all; all or nothing. Commits."""
+    if files and is_dicom_dataset(session, aset.dataset_id):
+        first = min(files, key=lambda f: f.case).name
+        raise Invalid(
+            input_errors.UNSUPPORTED_FORMAT,
+            f"{first}: dataset {aset.dataset_id} holds DICOM series; their masks are DICOM SEG "
+            "or RTSTRUCT files (or a zip of them)",
+            file=first,
+        )
     cases = {
         c.name: c for c in session.scalars(select(Case).where(Case.dataset_id == aset.dataset_id))
     }

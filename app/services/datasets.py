@@ -10,6 +10,7 @@ from app import errors
 from app.db.tables import Case, Dataset
 from app.errors import Conflict, Invalid, NotFound
 from app.services.checks import check_image
+from app.services.dicom import is_dicom_dataset
 from app.services.files import publishing
 from app.services.pages import Page, paginate
 from app.storage import Store
@@ -64,6 +65,14 @@ def add_images(
     session: Session, store: Store, dataset: Dataset, files: list[Incoming]
 ) -> list[Case]:
     """Check every received image, then store them all as new cases; all or nothing. Commits."""
+    if files and is_dicom_dataset(session, dataset.id):
+        first = min(files, key=lambda f: f.case).name
+        raise Invalid(
+            input_errors.UNSUPPORTED_FORMAT,
+            f"{first}: dataset {dataset.id} holds DICOM series; image files go into a dataset "
+            "of their own",
+            file=first,
+        )
     existing = {name: ndim for name, ndim in _case_dims(session, dataset)}
     infos = []
     for item in sorted(files, key=lambda f: f.case):

@@ -6,31 +6,52 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pydicom
+from pydicom.errors import InvalidDicomError
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from app.db.tables import StoredFile
 from app.storage import Store, Written
-from models.io import format_of
+from models.dicom.rtstruct import RTSTRUCT_CLASS
+from models.dicom.seg import SEG_CLASSES
+from models.io import DICOM_RTSTRUCT, DICOM_SEG, format_of
 
 AddFile = Callable[[Written, str], StoredFile]
 
 
+def file_format(path: Path, name: str) -> str:
+    """The format of a file named ``name``: by its extension; a ``.dcm`` by its SOP class
+    (``dicom-seg``, ``dicom-rtstruct``, else ``dicom``); "" when unknown.
+    """
+    if not name.lower().endswith(".dcm"):
+        return format_of(Path(name)) or ""
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+    except (InvalidDicomError, OSError, ValueError):
+        return "dicom"
+    sop_class = str(header.get("SOPClassUID", ""))
+    if sop_class in SEG_CLASSES:
+        return DICOM_SEG
+    return DICOM_RTSTRUCT if sop_class == RTSTRUCT_CLASS else "dicom"
+
+
 @contextmanager
 def publishing(session: Session, store: Store) -> Iterator[AddFile]:
-    """Yield ``add(written, name)``, which publishes a staged file and adds its row; commits.
+    """Yield ``add(written, name, fmt=None)``, which publishes a staged file and adds its row
+    (``fmt`` defaults to ``file_format``); commits.
 
     On any error the transaction is rolled back and the blobs this block created are removed
     again (unless another row, committed meanwhile, names the same content).
     """
     created: list[str] = []
 
-    def add(written: Written, name: str) -> StoredFile:
+    def add(written: Written, name: str, fmt: str | None = None) -> StoredFile:
         row = StoredFile(
             sha256=written.sha256,
             size_bytes=written.size,
             name=name,
-            format=format_of(Path(name)) or "",
+            format=fmt if fmt is not None else file_format(written.path, name),
         )
         session.add(row)
         if store.publish(written):

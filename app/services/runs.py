@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session, aliased
 
 from app import errors
@@ -93,15 +93,18 @@ def report_progress(
     eta_seconds: float | None = None,
     loss: float | None = None,
     flagged: int | None = None,
+    task_id: str | None = None,
 ) -> bool:
     """Record progress and a heartbeat. False means the audit is no longer running (it was
-    cancelled, or another worker took it over): the caller should stop and store nothing.
+    cancelled, or another worker took it over: with ``task_id``, the audit must still be that
+    task's): the caller should stop and store nothing.
     """
     moved = compare_and_set(
         session,
         audit_id,
         expect=[R],
         to=R,
+        when=_owned_by(task_id),
         phase=phase,
         epoch=epoch,
         epochs=epochs,
@@ -115,10 +118,114 @@ def report_progress(
     return moved
 
 
-def release_audit(session: Session, audit_id: int, *, message: str = "") -> bool:
-    """Put a running audit back in the queue (a retry after a transient error). Commits."""
+def heartbeat(session: Session, audit_id: int, *, task_id: str | None = None) -> bool:
+    """Refresh a running audit's heartbeat only; False as for ``report_progress``. Commits."""
     moved = compare_and_set(
-        session, audit_id, expect=[R], to=Q, error_message=message or None, phase=None
+        session, audit_id, expect=[R], to=R, when=_owned_by(task_id), heartbeat_at=utcnow()
+    )
+    session.commit()
+    return moved
+
+
+def _owned_by(task_id: str | None) -> list[ColumnElement[bool]]:
+    return [] if task_id is None else [Audit.task_id == task_id]
+
+
+@dataclass(frozen=True)
+class Reclaimed:
+    """What ``reclaim_stale`` did: audits put back in the queue, and audits failed."""
+
+    requeued: list[int]
+    failed: list[int]
+
+
+def reclaim_stale(
+    session: Session, *, stale_after_s: float, max_attempts: int, code: str
+) -> Reclaimed:
+    """Running audits whose heartbeat is older than ``stale_after_s`` lost their worker: put
+    those with attempts left back in the queue (the caller sends them again), fail the others
+    with ``code``. Each move re-checks the heartbeat, so a live audit is never touched. Commits.
+    """
+    cutoff = utcnow() - dt.timedelta(seconds=stale_after_s)
+    stale = session.execute(
+        select(Audit.id, Audit.attempts, Audit.heartbeat_at)
+        .where(Audit.status == R.value, Audit.heartbeat_at < cutoff)
+        .order_by(Audit.id)
+    ).all()
+    requeued, failed = [], []
+    for audit_id, attempts, beat in stale:
+        still_stale = [Audit.heartbeat_at < cutoff]
+        if attempts < max_attempts:
+            message = (
+                f"the worker stopped sending heartbeats (last at {beat:%Y-%m-%d %H:%M:%S} UTC); "
+                f"requeued to resume from the last checkpoint (attempt {attempts + 1} of "
+                f"{max_attempts})"
+            )
+            if compare_and_set(
+                session,
+                audit_id,
+                expect=[R],
+                to=Q,
+                when=still_stale,
+                error_message=message,
+                phase=None,
+            ):
+                requeued.append(audit_id)
+        else:
+            message = (
+                f"the audit's worker stopped {attempts} times without finishing (killed, out of "
+                f"memory, or its host lost; last heartbeat at {beat:%Y-%m-%d %H:%M:%S} UTC); "
+                f"gave up after {max_attempts} attempts"
+            )
+            if compare_and_set(
+                session,
+                audit_id,
+                expect=[R],
+                to=AuditStatus.failed,
+                when=still_stale,
+                error_code=code,
+                error_message=message,
+                finished_at=utcnow(),
+            ):
+                failed.append(audit_id)
+        session.commit()
+    return Reclaimed(requeued, failed)
+
+
+def queued_audit_ids(session: Session, *, created_before: dt.datetime) -> list[int]:
+    """The queued audits created before ``created_before``, oldest first."""
+    query = (
+        select(Audit.id)
+        .where(Audit.status == Q.value, Audit.created_at < created_before)
+        .order_by(Audit.id)
+    )
+    return list(session.scalars(query))
+
+
+def release_audit(
+    session: Session,
+    audit_id: int,
+    *,
+    message: str = "",
+    task_id: str | None = None,
+    refund: bool = False,
+) -> bool:
+    """Put a running audit back in the queue (a retry after a transient error). Commits.
+
+    With ``task_id``, only while it is that task's. ``refund``: the attempt does not count
+    towards the limit (the worker was asked to stop, or the database failed: not the audit's
+    doing), so that deploys do not use up an audit's attempts.
+    """
+    refunded = {"attempts": Audit.attempts - 1} if refund else {}
+    moved = compare_and_set(
+        session,
+        audit_id,
+        expect=[R],
+        to=Q,
+        when=_owned_by(task_id),
+        error_message=message or None,
+        phase=None,
+        **refunded,
     )
     session.commit()
     return moved

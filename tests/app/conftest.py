@@ -36,6 +36,11 @@ from app.services import keys
 from app.settings import Settings
 from app.storage import Store
 from tests.conftest import HC18, MR
+from tests.models.dicom.conftest import (  # noqa: F401  fixtures: DICOM cases, Orthanc
+    _built,
+    built,
+    orthanc,
+)
 
 PG_URL = os.environ.get(
     "SEGAUDIT_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

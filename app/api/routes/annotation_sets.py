@@ -10,8 +10,9 @@ from app.api.deps import Annotator, Limit, Offset, SessionDep, SettingsDep, Stor
 from app.api.docs import UPLOAD_BODY, errors_of
 from app.api.upload import receive_upload
 from app.db.tables import AnnotationSet
+from app.dicom_uploads import DicomUpload
 from app.schemas import AnnotationSetCreate, AnnotationSetOut, MaskOut, MasksAdded, Page
-from app.services import annotations, datasets
+from app.services import annotations, datasets, dicom
 
 router = APIRouter(prefix="/v1/datasets/{dataset_id}/annotation-sets", tags=["annotation sets"])
 
@@ -76,8 +77,10 @@ async def upload_masks(
     settings: SettingsDep,
     principal: Annotator,
 ) -> MasksAdded:
-    """Add masks as files or one zip, matched to cases by file name without extension. A mask
-    with no case, or another shape or geometry than its image, refuses the upload (422, naming
+    """Add masks as files or one zip, matched to cases by file name without extension. DICOM:
+    SEG or RTSTRUCT files (or a zip, e.g. the PACS export itself), matched to cases by the
+    series they reference. A mask with no case, or another shape or geometry than its image
+    (DICOM: a SEG off its series' grid, overlapping segments), refuses the upload (422, naming
     it) and nothing is kept.
     """
 
@@ -86,10 +89,14 @@ async def upload_masks(
         return annotations.get_annotation_set(session, dataset, set_id)
 
     aset = await run_in_threadpool(find)
+    notes: list[str] = []
     with store.staging() as folder:
         received = await receive_upload(request, settings, folder)
-        masks = await run_in_threadpool(annotations.add_masks, session, store, aset, received)
-    return MasksAdded(count=len(masks), masks=[MaskOut.of(m) for m in masks])
+        if isinstance(received, DicomUpload):
+            masks, notes = await run_in_threadpool(dicom.add_masks, session, store, aset, received)
+        else:
+            masks = await run_in_threadpool(annotations.add_masks, session, store, aset, received)
+    return MasksAdded(count=len(masks), masks=[MaskOut.of(m) for m in masks], notes=notes)
 
 
 @router.get("/{set_id}/masks", responses=errors_of(404))

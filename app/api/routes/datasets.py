@@ -11,8 +11,9 @@ from app.api.deps import Annotator, Limit, Offset, SessionDep, SettingsDep, Stor
 from app.api.docs import UPLOAD_BODY, errors_of
 from app.api.upload import receive_upload
 from app.db.tables import Case, Dataset
+from app.dicom_uploads import DicomUpload
 from app.schemas import CaseOut, CasesAdded, DatasetCreate, DatasetOut, Page
-from app.services import datasets
+from app.services import datasets, dicom
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -66,16 +67,24 @@ async def upload_images(
     principal: Annotator,
 ) -> CasesAdded:
     """Add images as files or one zip (folders in it are flattened): each becomes a case named
-    after its file. Every image is read and checked first; one bad file refuses the upload
-    and nothing is kept.
+    after its file. DICOM: a PACS export (files or zips, nested any way, with or without a
+    DICOMDIR), where each image series becomes a case named `<PatientID>_s<SeriesNumber>`,
+    and what is not an image is left out with a note. Every image is read and checked first;
+    one bad file refuses the upload and nothing is kept.
     """
     dataset = await run_in_threadpool(
         datasets.get_dataset, session, principal.project_id, dataset_id
     )
+    notes: list[str] = []
     with store.staging() as folder:
         received = await receive_upload(request, settings, folder)
-        cases = await run_in_threadpool(datasets.add_images, session, store, dataset, received)
-    return CasesAdded(count=len(cases), cases=[CaseOut.of(c) for c in cases])
+        if isinstance(received, DicomUpload):
+            cases, notes = await run_in_threadpool(
+                dicom.add_series, session, store, dataset, received
+            )
+        else:
+            cases = await run_in_threadpool(datasets.add_images, session, store, dataset, received)
+    return CasesAdded(count=len(cases), cases=[CaseOut.of(c) for c in cases], notes=notes)
 
 
 @router.get("/{dataset_id}/cases", responses=errors_of(404))

@@ -17,10 +17,17 @@ from app.services import audits, results, reviews
 from app.services.keys import Principal
 from app.services.results import FileKind
 from app.storage import Store
+from models.io import DICOM_RTSTRUCT, DICOM_SEG
 
 router = APIRouter(tags=["results"])
 
-MEDIA_TYPES = {"png": "image/png", "tiff": "image/tiff"}
+MEDIA_TYPES = {
+    "png": "image/png",
+    "tiff": "image/tiff",
+    DICOM_SEG: "application/dicom",
+    DICOM_RTSTRUCT: "application/dicom",
+    "dicom": "application/dicom",
+}
 Sort = Literal[
     "-noise_score", "noise_score", "rank", "-rank", "case", "-case", "-dice_gap", "dice_gap"
 ]
@@ -86,7 +93,9 @@ def _download(
 ) -> FileResponse:
     audit = audits.get_audit(session, principal.project_id, audit_id)
     path, stored = results.result_file(session, store, audit, case, kind)
-    media = MEDIA_TYPES.get(stored.format, "application/octet-stream")
+    gzipped = stored.name.lower().endswith(".gz")  # e.g. a DICOM case's .nii.gz issue map
+    media = "application/gzip" if gzipped else MEDIA_TYPES.get(stored.format)
+    media = media or "application/octet-stream"
     return FileResponse(path, media_type=media, filename=stored.name)
 
 

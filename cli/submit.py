@@ -1,0 +1,229 @@
+"""``segaudit submit``: a batch job's way into the service, over its REST API only.
+
+It creates a dataset, uploads the images and the masks (zipped, in batches), starts an audit
+and, with ``--wait``, follows it with a progress bar until it ends, then downloads the export
+(``scores.csv`` and ``cleansed/``) into ``--out``. Exit status: 0 when the audit succeeded (or
+was queued, without ``--wait``), 1 when it failed or was cancelled, 2 when the service refused
+a request or could not be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+from tqdm import tqdm
+
+FINISHED = ("succeeded", "failed", "cancelled")
+BATCH = 2000  # files per uploaded zip, well under the service's SEGAUDIT_MAX_FILES
+
+
+class Refused(Exception):
+    """The service answered with an error (its ``code`` and ``detail``), or was unreachable."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="segaudit submit",
+        description="Upload images and masks to a segaudit service and audit the masks.",
+    )
+    p.add_argument("--server", required=True, help="the service's URL, e.g. http://host:8000")
+    p.add_argument("--api-key", required=True, help="a key with role annotator or above")
+    p.add_argument("--images", type=Path, required=True, help="folder of images (any depth)")
+    p.add_argument("--masks", type=Path, required=True, help="folder of masks, named as images")
+    p.add_argument("--dataset", help="dataset name (default: images folder name and the time)")
+    p.add_argument("--annotation-set", help="annotation set name (default: masks folder name)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--num-classes", type=int)
+    p.add_argument("--parameters", type=json.loads, default={}, help="more parameters, as JSON")
+    p.add_argument("--wait", action="store_true", help="follow the audit, then download it")
+    p.add_argument("--out", type=Path, help="where --wait unpacks the export (default ./audit-ID)")
+    p.add_argument("--poll", type=float, default=2.0, help="seconds between status requests")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--top", type=int, default=10, help="most suspect cases to print (--wait)")
+    return p
+
+
+def main(argv: Sequence[str]) -> int:
+    """``argv[0]`` is the command (``submit``), the rest its options."""
+    args = _parser().parse_args(list(argv[1:]))
+    parameters = dict(args.parameters)
+    for key in ("epochs", "size", "seed", "num_classes"):
+        if getattr(args, key) is not None:
+            parameters[key] = getattr(args, key)
+    headers = {"X-API-Key": args.api_key}
+    with httpx.Client(base_url=args.server.rstrip("/"), headers=headers, timeout=600) as client:
+        try:
+            audit = submit(client, args, parameters)
+            print(f"audit {audit['id']}: {audit['status']} ({audit['cases']} cases)")
+            if not args.wait:
+                return 0
+            audit = follow(client, audit["id"], poll=args.poll, quiet=args.quiet)
+            out = args.out or Path(f"audit-{audit['id']}")
+            return report(client, audit, out, top=args.top)
+        except Refused as exc:
+            print(f"segaudit submit: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("segaudit submit: stopped waiting; the audit goes on", file=sys.stderr)
+            return 130
+
+
+def submit(client: httpx.Client, args: argparse.Namespace, parameters: dict[str, Any]) -> Any:
+    """Create the dataset and annotation set, upload the files, start the audit."""
+    for folder in (args.images, args.masks):
+        if not folder.is_dir():
+            raise Refused(f"{folder} is not a folder")
+    name = args.dataset or f"{args.images.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    dataset = _call(client, "POST", "/v1/datasets", json={"name": name})
+    cases = 0
+    for batch in _zips(args.images, "images"):
+        cases += _upload(client, f"/v1/datasets/{dataset['id']}/images", batch)["count"]
+    aset_name = args.annotation_set or args.masks.name
+    aset_path = f"/v1/datasets/{dataset['id']}/annotation-sets"
+    aset = _call(client, "POST", aset_path, json={"name": aset_name})
+    for batch in _zips(args.masks, "masks"):
+        _upload(client, f"{aset_path}/{aset['id']}/masks", batch)
+    print(f"dataset {dataset['id']} '{name}': {cases} cases uploaded with their masks")
+    body = {"dataset_id": dataset["id"], "annotation_set_id": aset["id"], "parameters": parameters}
+    return _call(client, "POST", "/v1/audits", json=body)
+
+
+def follow(client: httpx.Client, audit_id: int, *, poll: float, quiet: bool) -> Any:
+    """Poll the audit until it ends, showing its progress; returns its last state."""
+    # A bar on a terminal; in a log, one line per change of phase or epoch.
+    bar = tqdm(
+        total=100,
+        disable=quiet or not sys.stderr.isatty(),
+        desc=f"audit {audit_id}",
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} {postfix}",
+    )
+    shown = ""
+    failures = 0
+    try:
+        while True:
+            try:
+                audit = _call(client, "GET", f"/v1/audits/{audit_id}")
+                failures = 0
+            except Refused:
+                failures += 1  # the service may be restarting: keep waiting a while
+                if failures > 10:
+                    raise
+                time.sleep(min(poll * failures, 30))
+                continue
+            line = _status_line(audit)
+            step = f"{audit['status']} {audit['progress']['phase']} {audit['progress']['epoch']}"
+            if bar.disable and not quiet and step != shown:
+                print(f"audit {audit_id}: {line}", file=sys.stderr)
+                shown = step
+            percent = audit["progress"]["percent"] or 0.0
+            bar.n = 100.0 if audit["status"] == "succeeded" else percent
+            bar.set_postfix_str(line, refresh=False)
+            bar.refresh()
+            if audit["status"] in FINISHED:
+                return audit
+            time.sleep(poll)
+    finally:
+        bar.close()
+
+
+def _status_line(audit: dict[str, Any]) -> str:
+    p = audit["progress"]
+    parts = [audit["status"] if audit["status"] != "running" else p["phase"] or "running"]
+    if p["epoch"] and p["epochs"]:
+        parts.append(f"epoch {p['epoch']}/{p['epochs']}")
+    if p["flagged"] is not None:
+        parts.append(f"flagged {p['flagged']}")
+    if p["eta_seconds"] is not None and audit["status"] == "running":
+        parts.append(f"ETA {dt.timedelta(seconds=round(p['eta_seconds']))}")
+    return ", ".join(parts)
+
+
+def report(client: httpx.Client, audit: dict[str, Any], out: Path, *, top: int = 10) -> int:
+    """Download and unpack a succeeded audit's export, or say why it did not succeed."""
+    if audit["status"] != "succeeded":
+        error = audit.get("error") or {}
+        print(
+            f"audit {audit['id']} {audit['status']}: "
+            f"{error.get('code') or ''} {error.get('message') or ''}".rstrip(),
+            file=sys.stderr,
+        )
+        return 1
+    out.mkdir(parents=True, exist_ok=True)
+    archive = out / f"audit-{audit['id']}.zip"
+    with client.stream("GET", f"/v1/audits/{audit['id']}/export") as response:
+        if response.status_code != 200:
+            response.read()
+            raise Refused(_describe(response))
+        with archive.open("wb") as f:
+            for chunk in response.iter_bytes():
+                f.write(chunk)
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(out)
+    summary = audit.get("summary") or {}
+    print(
+        f"audit {audit['id']} succeeded: {summary.get('cases')} cases, "
+        f"{summary.get('flagged')} flagged; scores.csv and cleansed/ in {out}/"
+    )
+    with (out / "scores.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))[:top]
+    if rows:
+        print(f"\n{'rank':>4}  {'case':<24} {'noise_score':>11}  flagged")
+        for row in rows:
+            flag = "yes" if row["flagged"] == "1" else ""
+            print(f"{row['rank']:>4}  {row['case']:<24} {float(row['noise_score']):>11.3f}  {flag}")
+    return 0
+
+
+def _zips(folder: Path, label: str) -> Iterator[Path]:
+    """The files under ``folder`` in zips of at most ``BATCH`` files (stored, not compressed:
+    medical images are compressed already), each removed once it has been uploaded.
+    """
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise Refused(f"{folder} holds no files")
+    with tempfile.TemporaryDirectory() as tmp:
+        for start in range(0, len(files), BATCH):
+            archive = Path(tmp) / f"{label}-{start // BATCH}.zip"
+            with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+                for path in files[start : start + BATCH]:
+                    zf.write(path, path.relative_to(folder).as_posix())
+            yield archive
+            archive.unlink()
+
+
+def _upload(client: httpx.Client, url: str, archive: Path) -> Any:
+    with archive.open("rb") as f:
+        return _call(client, "POST", url, files=[("files", (archive.name, f, "application/zip"))])
+
+
+def _call(client: httpx.Client, method: str, url: str, **kwargs: Any) -> Any:
+    try:
+        response = client.request(method, url, **kwargs)
+    except httpx.HTTPError as exc:
+        raise Refused(f"{method} {client.base_url}{url}: {type(exc).__name__}: {exc}") from exc
+    if response.status_code >= 400:
+        raise Refused(_describe(response))
+    return response.json()
+
+
+def _describe(response: httpx.Response) -> str:
+    request = response.request
+    try:
+        body = response.json()
+        what = f"{body.get('code')}: {body.get('detail')}"
+    except ValueError:
+        what = response.text[:200]
+    return f"{request.method} {request.url.path} answered {response.status_code} {what}"

@@ -1,0 +1,41 @@
+"""The tasks: thin, like views. They take an audit id, call the pipeline, and turn its outcome
+into Celery's terms (a retry, a requeue); the audit row holds the result.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Task
+from celery.exceptions import Reject
+
+from app.queue import RUN_AUDIT
+from worker.celery_app import celery, shutdown_requested
+from worker.context import context
+from worker.pipeline import Outcome, Transient, run_audit_job
+
+log = logging.getLogger(__name__)
+
+
+@celery.task(name=RUN_AUDIT, bind=True)
+def run_audit(self: Task, audit_id: int) -> str:
+    """Run audit ``audit_id`` (a redelivered or duplicate message finds it claimed, and ends)."""
+    ctx = context()
+    try:
+        outcome = run_audit_job(
+            audit_id,
+            sessions=ctx.sessions,
+            store=ctx.store,
+            settings=ctx.settings,
+            task_id=self.request.id,
+            should_stop=shutdown_requested.is_set,
+        )
+    except Transient as exc:
+        retries = self.request.retries
+        delay = ctx.settings.transient_retry_delay_s * 2**retries
+        log.warning("audit %s: %s; retry %s in %.0f s", audit_id, exc, retries + 1, delay)
+        retry = self.retry(exc=exc, countdown=delay, max_retries=ctx.settings.transient_retries)
+        raise retry from exc
+    if outcome is Outcome.released:
+        raise Reject(f"audit {audit_id}: the worker is shutting down", requeue=True)
+    return outcome.value
