@@ -1,11 +1,13 @@
 """The standard benchmark matrix (``make bench``) and its quick subset (``make bench-quick``).
 
-    python -m bench.matrix [--quick] [--device auto|cpu|cuda] [--seeds 0 1 2] [--out DIR]
+    python -m bench.matrix [--quick] [--device auto|cpu|cuda] [--seeds 0 1 2]
+                           [--datasets hc18 dsb2018] [--out DIR | --into RUN] [--summarise RUN]
 
 Full: hc18 and dsb2018 (instance masks; its 256x256 images) from ../shared/data, noise B, L and
 mixed at alpha 0.4, three seeds, every method. Quick: the committed hc18 sample, mixed noise, one
-seed, smaller and shorter. Writes ``DIR/<time>/summary.json`` and ``summary.md`` (means over the
-seeds, the targets of docs/benchmarks.md beside them) and each cell's ``results.json``.
+seed, smaller and shorter. Writes each cell's ``results.json`` into ``DIR/<time>/cells/`` and
+then ``summary.json`` and ``summary.md`` (means over the seeds, the targets of docs/benchmarks.md
+beside them). ``--into`` adds cells to an earlier run; ``--summarise`` rebuilds its summary.
 """
 
 from __future__ import annotations
