@@ -20,21 +20,24 @@ WORKDIR /app
 
 # Dependencies first (a layer that survives code changes): torch from the chosen index, then
 # the locked set without the benchmark's AGPL peer (cleanlab) and the dev tools, then Flower.
+# `segaudit bench` runs in the image with every method but cleanlab (pip install cleanlab adds it).
 COPY requirements.lock ./
 RUN pip install --index-url "https://download.pytorch.org/whl/${TORCH_VARIANT}" \
         "torch==${TORCH_VERSION}" \
-    && grep -v -E '^(cleanlab|pytest|ruff|iniconfig|pluggy)==' requirements.lock > /tmp/req.txt \
+    && grep -v -E '^(cleanlab|pytest|ruff|iniconfig|pluggy|mypy|mypy_extensions|librt|pathspec)==' requirements.lock > /tmp/req.txt \
     && pip install -r /tmp/req.txt "flower>=2.0,<3" \
     && rm /tmp/req.txt
 
 # The code, installed in place: `segaudit db upgrade` finds migrations/ beside app/.
 COPY pyproject.toml README.md alembic.ini ./
+COPY imaging imaging
 COPY models models
+COPY bench bench
 COPY app app
 COPY worker worker
 COPY cli cli
 COPY migrations migrations
-RUN pip install --no-deps -e . && segaudit --help > /dev/null
+RUN pip install --no-deps -e . && segaudit --help > /dev/null && segaudit bench --help > /dev/null
 
 USER segaudit
 VOLUME ["/data"]

@@ -36,9 +36,14 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.matrix --quick
 
+# ruff (style, imports, stray prints, unused arguments) and mypy (strict on imaging/, models/,
+# app/, worker/; pyproject.toml). CI runs it before the tests.
+LINTED := imaging models bench cli app worker migrations tests
+
 lint: $(STAMP)
-	$(BIN)/ruff check models bench cli app worker migrations tests
-	$(BIN)/ruff format --check models bench cli app worker migrations tests
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/mypy
 
 # Re-pin every requirement after changing pyproject.toml (then commit requirements.lock).
 lock:

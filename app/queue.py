@@ -5,7 +5,7 @@ The API sends tasks by name and never imports the worker's code (or torch):
 - task ``segaudit.run_audit`` (``RUN_AUDIT``), on the queue named by ``SEGAUDIT_AUDIT_QUEUE``
   (default ``gpu``, ``AUDIT_QUEUE``);
 - payload: ``args=[audit_id]`` (an int), no kwargs; JSON. The worker re-reads the audit row and
-  moves it through the state machine itself (``app.services.runs``), so a redelivered or
+  moves it through the state machine itself (``app.services.lifecycle``), so a redelivered or
   duplicate task is harmless;
 - the row is committed before the task is sent (``app.services.audits.submit_audit``).
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import fields
 from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 
 from app.db.enums import AuditStatus, Decision, Role
-from app.db.tables import ApiKey, Audit, Case, CaseResult, Mask, Review, StoredFile
+from app.db.tables import ApiKey, Audit, Case, Mask, ResultRow, Review, StoredFile
 from models.config import AuditConfig
 
 T = TypeVar("T")
@@ -212,9 +211,7 @@ class DicomwebPushed(BaseModel):
 
 def _no_unknown_parameters(value: Any) -> Any:
     if isinstance(value, dict):
-        unknown = sorted(set(value) - {f.name for f in fields(AuditConfig)})
-        if unknown:
-            raise ValueError(f"unknown audit parameters {unknown}")
+        AuditConfig.check_keys(value)
     return value
 
 
@@ -370,7 +367,7 @@ class ResultOut(BaseModel):
     )
 
     @classmethod
-    def of(cls, result: CaseResult) -> ResultOut:
+    def of(cls, result: ResultRow) -> ResultOut:
         return cls(
             case_id=result.case_id,
             case=result.case.name,

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 CHUNK = 1024 * 1024
 
@@ -76,7 +76,7 @@ class LimitExceeded(Exception):
     """More bytes than allowed were written (``copy_stream``'s ``limit``)."""
 
 
-def copy_stream(stream: BinaryIO, dest: Path, *, limit: int | None = None) -> Written:
+def copy_stream(stream: IO[bytes], dest: Path, *, limit: int | None = None) -> Written:
     """Copy ``stream`` to ``dest`` in chunks while hashing it; never holds the whole file.
 
     Raises ``LimitExceeded`` (leaving a partial ``dest`` for the caller's staging folder to

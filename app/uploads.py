@@ -11,18 +11,19 @@ import re
 import stat
 import zipfile
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
-from app import errors
 from app.errors import Invalid, TooLarge
 from app.storage import LimitExceeded, Written, copy_stream
-from models import errors as input_errors
-from models.io import FORMATS, format_of, split_name
+from imaging.errors import ErrorCode
+from imaging.formats import FORMATS, format_of, split_name
 
 SUPPORTED = ", ".join(sorted(set(FORMATS)))
+ZIP_MAGIC = b"PK\x03\x04"
+ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError, EOFError)
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class Budget:
         self.files += count
         if self.files > self.limits.max_files:
             raise TooLarge(
-                errors.TOO_MANY_FILES,
+                ErrorCode.TOO_MANY_FILES,
                 f"{name}: the upload holds more than {self.limits.max_files} files; "
                 "split it into several uploads",
                 file=name,
@@ -63,33 +64,172 @@ class Budget:
 
     def too_large(self, name: str) -> TooLarge:
         return TooLarge(
-            errors.UPLOAD_TOO_LARGE,
+            ErrorCode.UPLOAD_TOO_LARGE,
             f"{name}: the upload expands to more than {self.limits.max_bytes} bytes; "
             "split it into several uploads",
             file=name,
         )
 
 
+Check = Callable[[str, str], None]  # (file name, name shown) -> None, or a refusal
+
+
+@dataclass(frozen=True)
+class Received:
+    """A file ``Receiver`` wrote, and the name the client knows it by (``export.zip:a/b.png``)."""
+
+    written: Written
+    shown: str
+
+    @property
+    def path(self) -> Path:
+        return self.written.path
+
+
+class Receiver:
+    """Writes an upload's files under ``root`` within ``limits``, unpacking its zips; every
+    file, zip entries included, is counted against the limits as it is written.
+
+    ``by_content``: a part is a zip when its first bytes say so (else when it is named
+    ``*.zip``), and so is a zip's entry, which is unpacked in turn, down to ``max_depth`` zips
+    deep (a zip deeper than that is refused; 1: a zip's entries are never unpacked).
+    ``flat``: every file goes into ``root`` itself and a file name may come only once; else each
+    file gets a folder of its own. ``check(name, shown)`` refuses a file by its name, before
+    anything of its zip is written. Archives are copied beside ``root`` and removed once
+    unpacked.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        limits: Limits,
+        *,
+        by_content: bool = False,
+        max_depth: int = 1,
+        flat: bool = True,
+        check: Check | None = None,
+    ) -> None:
+        root.mkdir()
+        self.root = root
+        self.budget = Budget(limits)
+        self.by_content = by_content
+        self.max_depth = max_depth
+        self.flat = flat
+        self.check = check
+        self.count = 0
+
+    def part(self, index: int, raw_name: str | None, stream: BinaryIO) -> list[Received]:
+        """Receive the upload's part number ``index``: one file, or the files of a zip."""
+        name = safe_name(raw_name or "")
+        if self._is_zip(name, stream):  # the zip itself is not counted, only what it holds
+            archive = copy_stream(stream, self.root.parent / f"upload-{index}.zip")
+            received = self._unpack(archive.path, name, depth=1)
+            archive.path.unlink()
+            return received
+        if self.check is not None:
+            self.check(name, name)
+        self.budget.take_file(name)
+        return self._write(stream, name, name, depth=0)
+
+    def _is_zip(self, name: str, stream: BinaryIO) -> bool:
+        if not self.by_content:
+            return name.lower().endswith(".zip")
+        position = stream.tell()
+        head = stream.read(len(ZIP_MAGIC))
+        stream.seek(position)
+        return head == ZIP_MAGIC
+
+    def _destination(self, name: str, shown: str) -> Path:
+        if self.flat:
+            dest = self.root / name
+            if dest.exists():  # same name twice (e.g. in two folders of a zip)
+                raise Invalid(
+                    ErrorCode.DUPLICATE_CASE, f"{shown}: the upload holds {name} twice", file=shown
+                )
+            return dest
+        self.count += 1
+        dest = self.root / f"{self.count:06d}" / name
+        dest.parent.mkdir()
+        return dest
+
+    def _write(self, stream: IO[bytes], name: str, shown: str, depth: int) -> list[Received]:
+        """Write one file (already counted by ``budget.take_file``); unpack it if it is a zip
+        told by content.
+        """
+        dest = self._destination(name, shown)
+        try:
+            written = copy_stream(stream, dest, limit=self.budget.bytes_left())
+        except LimitExceeded:
+            raise self.budget.too_large(shown) from None
+        self.budget.bytes += written.size
+        if not self.by_content or depth == 0:  # a part was told a zip or not already
+            return [Received(written, shown)]
+        with dest.open("rb") as f:
+            if f.read(len(ZIP_MAGIC)) != ZIP_MAGIC:
+                return [Received(written, shown)]
+        if depth >= self.max_depth:
+            raise Invalid(
+                ErrorCode.BAD_ZIP,
+                f"{shown}: zips nested more than {self.max_depth} deep; unpack some levels first",
+                file=shown,
+            )
+        received = self._unpack(dest, shown, depth + 1)
+        # The inner zip itself is no file of the upload: only what it holds counts.
+        dest.unlink()
+        if not self.flat:
+            dest.parent.rmdir()
+        self.budget.bytes -= written.size
+        self.budget.files -= 1
+        return received
+
+    def _unpack(self, archive: Path, shown: str, depth: int) -> list[Received]:
+        """Write a zip's files (its folders flattened), after checking every entry's name and
+        the entries' count and declared sizes.
+        """
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                entries = [e for e in zf.infolist() if not is_skipped(e)]
+                names = [self._entry_name(e, shown) for e in entries]
+                self.budget.take_file(shown, len(entries))
+                # Sizes in the archive can lie: they only allow a quick refusal, and the bytes
+                # actually unpacked are counted as they are written.
+                if sum(e.file_size for e in entries) > self.budget.bytes_left():
+                    raise self.budget.too_large(shown)
+                received = []
+                for entry, name in zip(entries, names, strict=True):
+                    with zf.open(entry) as stream:
+                        received += self._write(stream, name, f"{shown}:{entry.filename}", depth)
+                return received
+        except ZIP_ERRORS as exc:
+            raise Invalid(
+                ErrorCode.BAD_ZIP, f"{shown}: not a readable zip archive ({exc})", file=shown
+            ) from None
+
+    def _entry_name(self, entry: zipfile.ZipInfo, zip_name: str) -> str:
+        name = entry_name(entry, zip_name)
+        if self.check is not None:
+            self.check(name, f"{zip_name}:{entry.filename}")
+        return name
+
+
+def nothing_received() -> Invalid:
+    return Invalid(ErrorCode.EMPTY_UPLOAD, "the upload holds no files; send them as 'files'")
+
+
 def receive(
     parts: Iterable[tuple[str | None, BinaryIO]], folder: Path, limits: Limits
 ) -> list[Incoming]:
-    """Copy uploaded ``(file name, stream)`` parts into ``folder``; zips are unpacked there."""
-    files = folder / "files"
-    files.mkdir()
-    budget = Budget(limits)
+    """Copy uploaded ``(file name, stream)`` parts into ``folder``; zips are unpacked there,
+    their folders flattened, and every file must be of a supported format.
+    """
+    receiver = Receiver(folder / "files", limits, check=_check_format)
     received: dict[str, Incoming] = {}
     for index, (raw_name, stream) in enumerate(parts):
-        name = safe_name(raw_name or "")
-        if name.lower().endswith(".zip"):
-            archive = copy_stream(stream, folder / f"upload-{index}.zip")
-            for entry_name, incoming in _unpack(archive.path, name, files, budget):
-                _add(received, incoming, entry_name)
-        else:
-            _check_format(name, name)
-            budget.take_file(name)
-            _add(received, _copy(stream, name, name, files, budget), name)
+        for item in receiver.part(index, raw_name, stream):
+            name = item.path.name
+            _add(received, Incoming(name, split_name(Path(name))[0], item.written), item.shown)
     if not received:
-        raise Invalid(errors.EMPTY_UPLOAD, "the upload holds no files; send them as 'files'")
+        raise nothing_received()
     return list(received.values())
 
 
@@ -99,20 +239,20 @@ def safe_name(raw: str, *, shown: str | None = None) -> str:
     path = PurePosixPath(raw.replace("\\", "/"))
     if path.is_absolute() or ".." in path.parts or re.match(r"^[A-Za-z]:", raw):
         raise Invalid(
-            errors.UNSAFE_PATH,
+            ErrorCode.UNSAFE_PATH,
             f"{shown}: the path leads outside the upload folder; name files without '..' or a "
             "leading '/'",
             file=shown,
         )
     if not path.name or path.name in (".", ".."):
-        raise Invalid(errors.UNSAFE_PATH, f"'{shown}' is not a file name", file=shown)
+        raise Invalid(ErrorCode.UNSAFE_PATH, f"'{shown}' is not a file name", file=shown)
     return path.name
 
 
 def _check_format(name: str, shown: str) -> None:
     if format_of(Path(name)) is None:
         raise Invalid(
-            input_errors.UNSUPPORTED_FORMAT,
+            ErrorCode.UNSUPPORTED_FORMAT,
             f"{shown}: unsupported file type '{split_name(Path(name))[1]}' "
             f"(supported: {SUPPORTED}, or one .zip of them)",
             file=shown,
@@ -123,51 +263,12 @@ def _add(received: dict[str, Incoming], incoming: Incoming, shown: str) -> None:
     earlier = received.get(incoming.case)
     if earlier is not None:
         raise Invalid(
-            input_errors.DUPLICATE_CASE,
+            ErrorCode.DUPLICATE_CASE,
             f"{shown}: the upload holds two files for case '{incoming.case}' "
             f"({earlier.name} and {incoming.name})",
             file=shown,
         )
     received[incoming.case] = incoming
-
-
-def _copy(stream: BinaryIO, name: str, shown: str, files: Path, budget: Budget) -> Incoming:
-    dest = files / name
-    if dest.exists():  # same name twice (e.g. in two folders of a zip)
-        raise Invalid(
-            input_errors.DUPLICATE_CASE, f"{shown}: the upload holds {name} twice", file=shown
-        )
-    try:
-        written = copy_stream(stream, dest, limit=budget.bytes_left())
-    except LimitExceeded:
-        raise budget.too_large(shown) from None
-    budget.bytes += written.size
-    return Incoming(name, split_name(Path(name))[0], written)
-
-
-def _unpack(
-    archive: Path, zip_name: str, files: Path, budget: Budget
-) -> list[tuple[str, Incoming]]:
-    """Unpack a zip's files (folders flattened), checking every entry before writing any."""
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            entries = [e for e in zf.infolist() if not is_skipped(e)]
-            names = [_check_entry(e, zip_name) for e in entries]
-            budget.take_file(zip_name, len(entries))
-            # Sizes in the archive can lie: they only allow a quick refusal, and the bytes
-            # actually unpacked are counted again below.
-            if sum(e.file_size for e in entries) > budget.bytes_left():
-                raise budget.too_large(zip_name)
-            unpacked = []
-            for entry, name in zip(entries, names, strict=True):
-                shown = f"{zip_name}:{entry.filename}"
-                with zf.open(entry) as stream:
-                    unpacked.append((shown, _copy(stream, name, shown, files, budget)))
-            return unpacked
-    except (zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError, EOFError) as exc:
-        raise Invalid(
-            errors.BAD_ZIP, f"{zip_name}: not a readable zip archive ({exc})", file=zip_name
-        ) from None
 
 
 def is_skipped(entry: zipfile.ZipInfo) -> bool:
@@ -182,12 +283,6 @@ def entry_name(entry: zipfile.ZipInfo, zip_name: str) -> str:
     name = safe_name(entry.filename, shown=shown)
     if stat.S_ISLNK(entry.external_attr >> 16):
         raise Invalid(
-            errors.UNSAFE_PATH, f"{shown}: a symbolic link; zip the files themselves", file=shown
+            ErrorCode.UNSAFE_PATH, f"{shown}: a symbolic link; zip the files themselves", file=shown
         )
-    return name
-
-
-def _check_entry(entry: zipfile.ZipInfo, zip_name: str) -> str:
-    name = entry_name(entry, zip_name)
-    _check_format(name, f"{zip_name}:{entry.filename}")
     return name

@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from models.cases import index_folder
-from models.evaluate import detection, mask_dice, read_truth, repair
-from models.io import read_mask, split_name, write_array
-from models.noise import corrupt_folder
-from models.outputs import read_scores
+from bench.evaluate import detection, mask_dice, read_scores, read_truth, repair
+from bench.noise import corrupt_folder
+from imaging.cases import index_folder
+from imaging.formats import read_mask, split_name
+from imaging.write import write_array
 
 NOISE = {"B": "boundary", "L": "missing", "mixed": "mixed"}
 METHODS = ("selfclean", "naive", "cleanlab")
@@ -162,8 +162,8 @@ def run_method(method: str, spec: BenchSpec, paths: dict[str, Path], out: Path) 
     """Run one method on the cell's training split (in the calling process)."""
     from bench import peers
     from models.audit import run_audit
-    from models.cases import load_dataset
     from models.config import AuditConfig
+    from models.dataset import load_dataset
     from models.network import resolve_device
 
     config = AuditConfig(

@@ -27,10 +27,12 @@ import torch.nn.functional as F
 from monai.losses import DiceLoss
 from sklearn.mixture import GaussianMixture
 
-from models.cases import Case, Dataset
+from imaging.formats import read_mask, split_name
+from imaging.geometry import label_dtype
+from imaging.write import write_array
 from models.checkpoint import save_checkpoint
 from models.config import AuditConfig
-from models.io import label_dtype, read_mask, split_name, write_array
+from models.dataset import WorkingCase, WorkingSet
 from models.network import autocast, predict_probs
 from models.preprocess import as_slices, from_slices, to_original
 from models.train import Progress, TrainData, TrainState, new_state, train_epoch
@@ -41,7 +43,7 @@ def _quiet(_: Progress) -> None:
 
 
 def train_plain(
-    dataset: Dataset, config: AuditConfig, device: torch.device, *, cases: Sequence[int] = ()
+    dataset: WorkingSet, config: AuditConfig, device: torch.device, *, cases: Sequence[int] = ()
 ) -> tuple[TrainState, TrainData]:
     """The audit's network and loss trained for ``config.epochs`` epochs with no label filter.
 
@@ -85,12 +87,12 @@ def small_loss_flags(losses: np.ndarray, seed: int) -> np.ndarray:
     return gmm.predict_proba(x)[:, high] > 0.5
 
 
-def _given(case: Case) -> tuple[np.ndarray, np.ndarray]:
+def _given(case: WorkingCase) -> tuple[np.ndarray, np.ndarray]:
     raw = read_mask(case.files.mask, case=case.case_id).array
     return raw, as_slices(raw.astype(np.int64), channels=False)
 
 
-def write_case_mask(case: Case, labels: np.ndarray, raw: np.ndarray, folder: Path) -> None:
+def write_case_mask(case: WorkingCase, labels: np.ndarray, raw: np.ndarray, folder: Path) -> None:
     """Write ``(D, h, w)`` labels as ``folder/<case>.<mask extension>`` on the mask's grid."""
     dtype = raw.dtype if np.issubdtype(raw.dtype, np.integer) else label_dtype(2)
     target = folder / f"{case.case_id}{split_name(case.files.mask)[1]}"
@@ -107,7 +109,7 @@ def write_scores(path: Path, cases: list[str], scores: np.ndarray, flagged: np.n
 
 
 def run_naive(
-    dataset: Dataset, config: AuditConfig, device: torch.device, out: Path
+    dataset: WorkingSet, config: AuditConfig, device: torch.device, out: Path
 ) -> dict[str, float]:
     """Plain training, small-loss scores and flags; writes scores.csv, cleansed/, model.pt."""
     state, data = train_plain(dataset, config, device)
@@ -127,7 +129,7 @@ def run_naive(
 
 
 def run_oracle(
-    dataset: Dataset, config: AuditConfig, device: torch.device, out: Path
+    dataset: WorkingSet, config: AuditConfig, device: torch.device, out: Path
 ) -> dict[str, float]:
     """Plain training on the true masks; writes model.pt for the downstream comparison."""
     state, data = train_plain(dataset, config, device)
@@ -146,7 +148,7 @@ def fold_of(groups: Sequence[str], folds: int) -> np.ndarray:
 
 
 def run_cleanlab(
-    dataset: Dataset,
+    dataset: WorkingSet,
     config: AuditConfig,
     device: torch.device,
     out: Path,

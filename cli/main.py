@@ -1,6 +1,6 @@
-"""``segaudit COMMAND ...``: dispatches each command to the package that owns it.
+"""``segaudit COMMAND ...``: dispatches each command to its module in ``cli/``.
 
-Each owner module exposes ``main(argv) -> int`` and parses its own options. The owner is imported
+Each command module exposes ``main(argv) -> int`` and parses its own options. A module is imported
 only when its command runs, so ``segaudit keys create`` never loads torch and ``segaudit audit``
 never loads the web stack.
 """
@@ -13,16 +13,16 @@ from collections.abc import Sequence
 
 # command -> (module with main(argv), one line of help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "audit": ("models.cli", "find noisy masks in a folder and cleanse them"),
-    "segment": ("models.cli", "segment new images with an audit's model.pt"),
-    "corrupt": ("models.cli", "make a noisy copy of true masks, for evaluation"),
-    "evaluate": ("models.cli", "score a finished audit against known noise"),
-    "bench": ("bench.cli", "compare the audit with its peers on corrupted real data"),
-    "pacs": ("models.dicom.cli", "pull a study from a DICOMweb server, push cleansed masks back"),
-    "db": ("app.cli", "apply the service's database migrations (db upgrade)"),
-    "keys": ("app.cli", "create, list and revoke the service's API keys"),
-    "serve": ("app.serve", "serve the REST API (--embedded: with a local worker, no servers)"),
-    "worker": ("worker.cli", "run audits from the task queues (one worker per GPU)"),
+    "audit": ("cli.engine", "find noisy masks in a folder and cleanse them"),
+    "segment": ("cli.engine", "segment new images with an audit's model.pt"),
+    "corrupt": ("cli.engine", "make a noisy copy of true masks, for evaluation"),
+    "evaluate": ("cli.engine", "score a finished audit against known noise"),
+    "bench": ("cli.bench", "compare the audit with its peers on corrupted real data"),
+    "pacs": ("cli.pacs", "pull a study from a DICOMweb server, push cleansed masks back"),
+    "db": ("cli.admin", "apply the service's database migrations (db upgrade)"),
+    "keys": ("cli.admin", "create, list and revoke the service's API keys"),
+    "serve": ("cli.serve", "serve the REST API (--embedded: with a local worker, no servers)"),
+    "worker": ("cli.worker", "run audits from the task queues (one worker per GPU)"),
     "submit": ("cli.submit", "upload a dataset to the service, audit it, download the export"),
 }
 

@@ -13,9 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from models import errors
+from imaging.errors import ErrorCode, InputError
 from models.config import AuditConfig
-from models.errors import InputError
 from models.train import TrainData, TrainState, new_state
 
 FORMAT = "segaudit-checkpoint/1"
@@ -52,9 +51,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
-        raise InputError(errors.UNREADABLE, f"cannot read checkpoint {path}: {exc}") from exc
+        raise InputError(ErrorCode.UNREADABLE, f"cannot read checkpoint {path}: {exc}") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise InputError(errors.UNREADABLE, f"{path} is not a segaudit checkpoint ({FORMAT})")
+        raise InputError(ErrorCode.UNREADABLE, f"{path} is not a segaudit checkpoint ({FORMAT})")
     return payload
 
 
@@ -70,13 +69,13 @@ def resume_state(
     if saved != config:
         diff = sorted(k for k, v in config.to_dict().items() if saved.to_dict()[k] != v)
         raise InputError(
-            errors.CHECKPOINT_MISMATCH,
+            ErrorCode.CHECKPOINT_MISMATCH,
             f"the checkpoint was made with other settings ({', '.join(diff)} differ); "
             "resume with the same options or start a new output folder",
         )
     if payload["case_ids"] != case_ids or payload["num_classes"] != data.num_classes:
         raise InputError(
-            errors.CHECKPOINT_MISMATCH,
+            ErrorCode.CHECKPOINT_MISMATCH,
             "the checkpoint was made on other cases; resume with the same images and masks",
         )
     state = new_state(data, config, device)

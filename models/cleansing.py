@@ -26,7 +26,8 @@ def _check(probs: np.ndarray, given: np.ndarray) -> None:
 
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
     if mask.ndim == 2:
-        return ndimage.binary_fill_holes(mask)
+        filled: np.ndarray = ndimage.binary_fill_holes(mask)
+        return filled
     return np.stack([ndimage.binary_fill_holes(s) for s in mask])
 
 
@@ -71,7 +72,7 @@ def cleanse(
 def issue_map(probs: np.ndarray, given: np.ndarray) -> np.ndarray:
     """Per-pixel probability that the given label is wrong, ``1 - p(given)``, as uint8 0..255."""
     _check(probs, given)
-    p_given = np.take_along_axis(probs, given[None].astype(np.int64), axis=0)[0]
+    p_given: np.ndarray = np.take_along_axis(probs, given[None].astype(np.int64), axis=0)[0]
     return np.clip(np.rint((1.0 - p_given) * 255.0), 0, 255).astype(np.uint8)
 
 

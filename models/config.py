@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,9 @@ class AuditConfig:
     warmup_epochs: int | None = None  # None: a third of the epochs
     batch_size: int = 4  # small batches: more steps for the same compute on small sets
     learning_rate: float = 2e-3
-    lr_schedule: str = "cosine"  # annealed to zero over the epochs; or "constant"
+    lr_schedule: Literal["constant", "cosine"] = (
+        "cosine"  # annealed to zero over the epochs; or "constant"
+    )
     weight_decay: float = 1e-4
     augment_flips: bool = True
     # Mixed precision (bfloat16 autocast) when training on CUDA; the CPU always runs float32.
@@ -37,7 +40,9 @@ class AuditConfig:
     gmm_max_noisy_weight: float = 0.5  # a "noisy" component larger than this is no clean majority
     clean_prob_momentum: float = 0.5  # smoothing of the clean probability across epochs
     flag_threshold: float = 0.5  # flagged when the smoothed clean probability is below
-    degenerate_pass: str = "hold"  # a pass with no noisy group: "hold" or "decay" (to clean)
+    degenerate_pass: Literal["hold", "decay"] = (
+        "hold"  # a pass with no noisy group: "hold" or "decay" (to clean)
+    )
     filter_every: int = 2  # epochs between label-filter passes after the warm-up
     filter_tta: bool = False  # flip TTA in those passes (the final pass follows tta_flips)
     # Label cleansing (LCM).
@@ -112,11 +117,15 @@ class AuditConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AuditConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+    def check_keys(cls, data: Mapping[str, Any]) -> None:
+        """Refuse keys that name no field (the one check of unknown audit parameters)."""
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
         if unknown:
-            raise ValueError(f"invalid audit config: unknown keys {unknown}")
+            raise ValueError(f"invalid audit config: unknown audit parameters {unknown}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AuditConfig:
+        cls.check_keys(data)
         values = dict(data)
         for key in ("channels", "single_object_classes"):
             if values.get(key) is not None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.metrics import compute_dice
+from monai.metrics.meandice import compute_dice
 from scipy import ndimage
 
 _EPS = 1e-6
@@ -48,7 +48,8 @@ def ring(objects: np.ndarray, radius: int) -> np.ndarray:
     structure = ndimage.generate_binary_structure(2, 1)
     if objects.ndim == 3:
         structure = structure[None]
-    return ndimage.binary_dilation(objects, structure=structure, iterations=radius)
+    grown: np.ndarray = ndimage.binary_dilation(objects, structure=structure, iterations=radius)
+    return grown
 
 
 def measure(probs: np.ndarray, given: np.ndarray, *, ring_radius: int) -> Disagreement:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from monai.networks.nets import UNet
+from monai.networks.nets.unet import UNet
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -24,7 +24,9 @@ def build_network(in_channels: int, num_classes: int, config: AuditConfig) -> nn
 
 def build_teacher(student: nn.Module, decay: float) -> AveragedModel:
     """An exponential moving average of the student's weights and batch-norm statistics."""
-    return AveragedModel(student, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    # torch leaves get_ema_multi_avg_fn unannotated.
+    ema = get_ema_multi_avg_fn(decay)  # type: ignore[no-untyped-call]
+    return AveragedModel(student, multi_avg_fn=ema, use_buffers=True)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -60,12 +62,13 @@ def predict_probs(
     out = []
     for start in range(0, images.shape[0], batch_size):
         x = images[start : start + batch_size].to(device)
-        total = None
+        total: torch.Tensor | None = None
         for dims in flips:
             with autocast(device):
                 logits = model(x.flip(dims) if dims else x)
             probs = torch.softmax(logits.float(), dim=1)
             probs = probs.flip(dims) if dims else probs
             total = probs if total is None else total + probs
+        assert total is not None  # flips is never empty
         out.append((total / len(flips)).float().cpu())
     return torch.cat(out)

@@ -1,52 +1,23 @@
-"""Per-case results and the files an audit writes (scores.csv, slices.csv, run.json)."""
+"""The files for people that an audit writes beside its masks: scores.csv, slices.csv, run.json.
+
+They are outputs only: results reach the service in memory (``models.results``), never by
+reading these back.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
 import platform
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-SCORES = "scores.csv"
-SLICES = "slices.csv"
-RUN = "run.json"
-MODEL = "model.pt"
-CLEANSED = "cleansed"
-ISSUE_MAPS = "issue_maps"
-PSEUDO = "pseudo_labels"
-ALL_OUTPUTS = (SCORES, SLICES, RUN, MODEL, CLEANSED, ISSUE_MAPS, PSEUDO)
+from models.results import CaseResult
 
 
-@dataclass(frozen=True)
-class CaseResult:
-    """What the audit says of one case."""
-
-    case: str
-    noise_score: float  # 1 - clean probability: higher = more likely noisy
-    flagged: bool
-    ce: float
-    dice_gap: float
-    dice: tuple[float, ...]  # teacher vs given mask, per foreground class
-    changed_fraction: float  # share of pixels where the pseudo label differs from the given mask
-    issue_fraction: float  # share of pixels whose issue map value is above 0.5
-
-    def sort_key(self) -> tuple[float, float, float]:
-        return (-self.noise_score, -self.dice_gap, -self.ce)
-
-
-@dataclass(frozen=True)
-class SliceResult:
-    case: str
-    slice: int
-    dice_gap: float
-    given_pixels: int
-    predicted_pixels: int
-    issue_pixels: int
-
-
-def write_scores(path: Path, results: list[CaseResult], num_classes: int) -> None:
+def write_scores(path: Path, results: Sequence[CaseResult], num_classes: int) -> None:
+    """One row per case, in the order given (most suspect first)."""
     dice_cols = [f"dice_class_{c}" for c in range(1, num_classes)]
     with path.open("w", newline="") as f:
         w = csv.writer(f)
@@ -79,28 +50,25 @@ def write_scores(path: Path, results: list[CaseResult], num_classes: int) -> Non
             )
 
 
-def read_scores(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def write_slices(path: Path, rows: list[SliceResult]) -> None:
+def write_slices(path: Path, results: Sequence[CaseResult]) -> None:
+    """3D only: one row per slice of every case."""
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(
             ["case", "slice", "dice_gap", "given_pixels", "predicted_pixels", "issue_pixels"]
         )
-        for r in rows:
-            w.writerow(
-                [
-                    r.case,
-                    r.slice,
-                    f"{r.dice_gap:.6f}",
-                    r.given_pixels,
-                    r.predicted_pixels,
-                    r.issue_pixels,
-                ]
-            )
+        for result in results:
+            for r in result.slices:
+                w.writerow(
+                    [
+                        result.case,
+                        r.slice,
+                        f"{r.dice_gap:.6f}",
+                        r.given_pixels,
+                        r.predicted_pixels,
+                        r.issue_pixels,
+                    ]
+                )
 
 
 def versions() -> dict[str, str]:
@@ -110,10 +78,10 @@ def versions() -> dict[str, str]:
     import sklearn
     import torch
 
-    import models
+    import imaging
 
     return {
-        "segaudit": models.__version__,
+        "segaudit": imaging.__version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "monai": monai.__version__,

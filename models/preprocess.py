@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.transforms import ScaleIntensityRangePercentiles
+from monai.transforms.intensity.array import ScaleIntensityRangePercentiles
 
 
 @dataclass(frozen=True)

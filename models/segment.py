@@ -6,12 +6,13 @@ from pathlib import Path
 
 import numpy as np
 
-from models import errors
-from models.cases import index_folder
+from imaging.cases import index_folder
+from imaging.errors import ErrorCode, InputError
+from imaging.formats import read_image, split_name
+from imaging.geometry import label_dtype
+from imaging.write import write_array
 from models.checkpoint import load_checkpoint
 from models.config import AuditConfig
-from models.errors import InputError
-from models.io import label_dtype, read_image, split_name, write_array
 from models.network import build_network, predict_probs, resolve_device
 from models.preprocess import (
     SliceGrid,
@@ -40,7 +41,7 @@ def segment_folder(
         channels = image.array.shape[0]
         if channels not in (1, in_channels):
             raise InputError(
-                errors.CHANNEL_MISMATCH,
+                ErrorCode.CHANNEL_MISMATCH,
                 f"image {path.name} has {channels} channels; "
                 f"the model was trained on {in_channels}",
                 case=case,

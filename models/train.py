@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.losses import DiceLoss
+from monai.losses.dice import DiceLoss
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from models.cases import Dataset
 from models.cleansing import cleanse
 from models.config import AuditConfig
+from models.dataset import WorkingSet
 from models.disagreement import Disagreement, measure
 from models.label_filter import FilterResult, fit_label_filter, log_scale
 from models.network import autocast, build_network, build_teacher, predict_probs
@@ -56,7 +56,7 @@ class TrainData:
     single_object_classes: tuple[int, ...]
 
     @classmethod
-    def from_dataset(cls, dataset: Dataset, single_object_classes: tuple[int, ...]) -> TrainData:
+    def from_dataset(cls, dataset: WorkingSet, single_object_classes: tuple[int, ...]) -> TrainData:
         bounds = np.cumsum([0] + [c.num_slices for c in dataset.cases])
         return cls(
             images=torch.cat([c.image for c in dataset.cases]),

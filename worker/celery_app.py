@@ -15,15 +15,19 @@ one (it picks the pool, the queues and the GPU). Audits are long and idempotent,
 - the queues ``SEGAUDIT_AUDIT_QUEUE`` (default ``gpu``) and ``SEGAUDIT_CPU_QUEUE`` (``cpu``)
   are declared, and ``task_create_missing_queues=False``: ``--queues gppu`` is refused at start
   instead of creating a queue that nobody feeds.
+
+The tasks (``worker.tasks``) import this module, never the other way round: the app names them
+in ``include``, and a worker imports them when it starts (``app.loader.import_default_modules``).
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from celery import Celery, signals
-from kombu import Exchange, Queue
+from kombu.entity import Exchange, Queue
 
 from app.queue import RUN_AUDIT
 from app.settings import Settings, ensure_sqlite_folder, get_settings
@@ -33,19 +37,27 @@ from worker.context import context
 def make_celery(settings: Settings) -> Celery:
     """A Celery app for ``settings``: broker, queues, acknowledgement and time limits."""
     ensure_sqlite_folder(settings.broker_url)
-    app = Celery("segaudit", broker=settings.broker_url, set_as_current=False)
+    app = Celery(
+        "segaudit",
+        broker=settings.broker_url,
+        set_as_current=False,
+        include=["worker.tasks"],  # imported when a worker starts; they import this module
+    )
     names = sorted({settings.audit_queue, settings.cpu_queue})
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,  # the database holds every outcome
-        task_queues=[Queue(name, Exchange(name), routing_key=name) for name in names],
+        task_queues=[_queue(name) for name in names],
         task_default_queue=settings.cpu_queue,
         task_routes={RUN_AUDIT: {"queue": settings.audit_queue}},
         task_create_missing_queues=False,
         task_acks_late=True,
-        task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # No-ops under ``--pool solo`` (a solo worker that dies leaves its task unacknowledged;
+        # the pipeline enforces the time limits itself); kept for a prefork pool
+        # (``celery -A worker.celery_app worker``), where Celery applies them.
+        task_reject_on_worker_lost=True,
         task_soft_time_limit=settings.audit_soft_time_limit_s,
         task_time_limit=settings.audit_time_limit_s,
         broker_transport_options=_transport_options(settings),
@@ -54,6 +66,13 @@ def make_celery(settings: Settings) -> Celery:
         worker_send_task_events=True,  # for Flower
     )
     return app
+
+
+def _queue(name: str) -> Queue:
+    """A durable direct queue ``name`` on an exchange of the same name."""
+    # kombu leaves Queue and Exchange unannotated.
+    queue: Queue = Queue(name, Exchange(name), routing_key=name)  # type: ignore[no-untyped-call]
+    return queue
 
 
 def _transport_options(settings: Settings) -> dict[str, Any]:
@@ -76,13 +95,25 @@ celery.conf.segaudit_reconcile = True  # segaudit worker --no-reconcile turns it
 # and goes back to the queue instead of holding the shutdown up until it has finished.
 shutdown_requested = threading.Event()
 
+_Handler = TypeVar("_Handler", bound=Callable[..., None])
 
-@signals.worker_shutting_down.connect
+
+def _on(signal: Any) -> Callable[[_Handler], _Handler]:
+    """``@signal.connect``, typed (Celery's signals are unannotated): the handler is returned."""
+
+    def connect(handler: _Handler) -> _Handler:
+        signal.connect(handler)
+        return handler
+
+    return connect
+
+
+@_on(signals.worker_shutting_down)
 def _on_shutting_down(**_: Any) -> None:
     shutdown_requested.set()
 
 
-@signals.worker_ready.connect
+@_on(signals.worker_ready)
 def _on_ready(sender: Any = None, **_: Any) -> None:
     app = getattr(sender, "app", None) or celery
     if app.conf.get("segaudit_reconcile", True):
@@ -91,11 +122,8 @@ def _on_ready(sender: Any = None, **_: Any) -> None:
         start_reconciler(app, context())
 
 
-@signals.worker_shutdown.connect
+@_on(signals.worker_shutdown)
 def _on_shutdown(**_: Any) -> None:
     from worker.reconcile import stop_reconciler
 
     stop_reconciler()
-
-
-import worker.tasks  # noqa: E402,F401  (registers the tasks on ``celery``)

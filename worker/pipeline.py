@@ -8,8 +8,9 @@ checkpoints ``out/model.pt`` there after every epoch, so whichever worker claims
 ``out/model.pt`` and ``out/run.json`` stay (the trained network and the run's record); a failed
 or cancelled audit's folder is removed.
 
-Every database write goes through ``app.services.runs`` (compare-and-set transitions), so a
+Every database write goes through ``app.services.lifecycle`` (compare-and-set transitions), so a
 duplicate task, a cancel or another worker's takeover is noticed and nothing is stored twice.
+The engine's results are handed to it in memory; the files in ``out/`` are for people.
 """
 
 from __future__ import annotations
@@ -32,25 +33,19 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.enums import AuditStatus
 from app.db.tables import Audit
-from app.errors import ServiceError
-from app.services import runs
+from app.services import lifecycle
 from app.settings import Settings
 from app.storage import Store
-from models import outputs
+from imaging import layout
+from imaging.errors import ErrorCode, SegauditError
 from models.config import AuditConfig
-from models.errors import InputError
 from worker.progress import Eta, Throttle, percent_done
 
 if TYPE_CHECKING:
+    from models.audit import AuditResult
     from models.train import Progress
 
 log = logging.getLogger(__name__)
-
-# Error codes of the workers' own (bad input keeps the engine's code, e.g. unreadable_file).
-WORKER_LOST = "worker_lost"
-TIME_LIMIT = "time_limit"
-INVALID_PARAMETERS = "invalid_parameters"
-WORKER_ERROR = "worker_error"
 
 # Errors that say the database or the broker is unreachable for now: the task is retried.
 TRANSIENT: tuple[type[BaseException], ...] = (
@@ -103,7 +98,7 @@ def run_audit_job(
     """
     try:
         with sessions() as session:
-            audit = runs.claim_audit(
+            audit = lifecycle.claim_audit(
                 session, audit_id, task_id=task_id, stale_after_s=settings.heartbeat_timeout_s
             )
             if audit is None:
@@ -119,23 +114,28 @@ def run_audit_job(
             f"(killed, out of memory, or its host lost); gave up after {settings.max_attempts} "
             "attempts (SEGAUDIT_MAX_ATTEMPTS)"
         )
-        return _fail(sessions, store, audit_id, WORKER_LOST, message)
+        return _fail(sessions, store, audit_id, ErrorCode.WORKER_LOST, message)
     try:
         config = AuditConfig.from_dict(parameters)
     except (TypeError, ValueError) as exc:
-        return _fail(sessions, store, audit_id, INVALID_PARAMETERS, str(exc))
+        return _fail(sessions, store, audit_id, ErrorCode.INVALID_PARAMETERS, str(exc))
     return _Attempt(audit_id, config, sessions, store, settings, task_id, should_stop).run()
+
+
+class StopReason(StrEnum):
+    """Why a run was stopped between two steps."""
+
+    lost = "lost"  # cancelled, or another worker took the audit over
+    shutdown = "shutdown"  # the worker was asked to stop
+    overtime = "overtime"  # past the soft time limit
 
 
 class _Stop(Exception):
     """Raised inside the engine's progress callback to end the run between two steps."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
+    def __init__(self, reason: StopReason) -> None:
+        super().__init__(reason.value)
         self.reason = reason
-
-
-LOST, SHUTDOWN, OVERTIME = "lost", "shutdown", "overtime"
 
 
 class _Attempt:
@@ -172,11 +172,11 @@ class _Attempt:
             with self.sessions() as session:
                 inputs = self.folder / "inputs"
                 shutil.rmtree(inputs, ignore_errors=True)  # links of an earlier attempt
-                images, masks = runs.stage_inputs(session, self.store, self.audit_id, inputs)
-                resume = (out / outputs.MODEL).is_file()
+                images, masks = lifecycle.stage_inputs(session, self.store, self.audit_id, inputs)
+                resume = (out / layout.MODEL).is_file()
                 if resume:
-                    log.info("audit %s: resuming from %s", self.audit_id, out / outputs.MODEL)
-                _run_engine(
+                    log.info("audit %s: resuming from %s", self.audit_id, out / layout.MODEL)
+                result = _run_engine(
                     images,
                     masks,
                     out,
@@ -185,7 +185,9 @@ class _Attempt:
                     resume=resume,
                     report=_Reporter(self, session),
                 )
-                stored = runs.complete_audit(session, self.store, self.audit_id, out)
+                stored = lifecycle.complete_audit(
+                    session, self.store, self.audit_id, out, result.results, result.run
+                )
             if not stored:
                 return self._ended()
             self._tidy(out)
@@ -194,10 +196,8 @@ class _Attempt:
         except _Stop as stop:
             return self._stopped(stop.reason)
         except SoftTimeLimitExceeded:  # Celery's own soft limit, in a prefork pool
-            return self._stopped(OVERTIME)
-        except InputError as exc:
-            return _fail(self.sessions, self.store, self.audit_id, exc.code, str(exc))
-        except ServiceError as exc:  # e.g. a stored file is missing
+            return self._stopped(StopReason.overtime)
+        except SegauditError as exc:  # bad input (InputError), or e.g. a stored file is missing
             return _fail(self.sessions, self.store, self.audit_id, exc.code, exc.detail)
         except TRANSIENT as exc:
             self._release(f"the database was unreachable ({type(exc).__name__}); retrying")
@@ -205,27 +205,27 @@ class _Attempt:
         except Exception as exc:  # a bug or a resource error: fail with what it said
             log.exception("audit %s: failed", self.audit_id)
             message = f"the worker failed: {type(exc).__name__}: {exc}"
-            return _fail(self.sessions, self.store, self.audit_id, WORKER_ERROR, message)
+            return _fail(self.sessions, self.store, self.audit_id, ErrorCode.WORKER_ERROR, message)
         finally:
             self.watch.stop()
 
     def _beat(self) -> bool:
         with self.sessions() as session:
-            return runs.heartbeat(session, self.audit_id, task_id=self.task_id)
+            return lifecycle.heartbeat(session, self.audit_id, task_id=self.task_id)
 
-    def _stopped(self, reason: str) -> Outcome:
-        if reason == SHUTDOWN:
+    def _stopped(self, reason: StopReason) -> Outcome:
+        if reason == StopReason.shutdown:
             if self._release("the worker shut down; requeued to resume from the checkpoint"):
                 log.info("audit %s: released at shutdown", self.audit_id)
                 return Outcome.released
             return self._ended()
-        if reason == OVERTIME:
+        if reason == StopReason.overtime:
             limit = self.settings.audit_soft_time_limit_s
             message = (
                 f"the audit ran longer than its time limit of {limit:g} s "
                 "(SEGAUDIT_AUDIT_SOFT_TIME_LIMIT_S) and was stopped"
             )
-            return _fail(self.sessions, self.store, self.audit_id, TIME_LIMIT, message)
+            return _fail(self.sessions, self.store, self.audit_id, ErrorCode.TIME_LIMIT, message)
         return self._ended()
 
     def _ended(self) -> Outcome:
@@ -244,7 +244,7 @@ class _Attempt:
         """Back to the queue; the attempt is not counted (it was not the audit's doing)."""
         try:
             with self.sessions() as session:
-                return runs.release_audit(
+                return lifecycle.release_audit(
                     session, self.audit_id, message=message, task_id=self.task_id, refund=True
                 )
         except TRANSIENT:
@@ -255,7 +255,7 @@ class _Attempt:
         """Keep the trained network and the run's record; the rest is in the store now."""
         shutil.rmtree(self.folder / "inputs", ignore_errors=True)
         for path in out.iterdir():
-            if path.name in (outputs.MODEL, outputs.RUN):
+            if path.name in (layout.MODEL, layout.RUN):
                 continue
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
@@ -271,15 +271,19 @@ class _Attempt:
         )
         try:
             with self.sessions() as session:
-                runs.fail_audit(session, self.audit_id, code=TIME_LIMIT, message=message)
+                lifecycle.fail_audit(
+                    session, self.audit_id, code=ErrorCode.TIME_LIMIT, message=message
+                )
         finally:
             os._exit(HARD_LIMIT_EXIT)  # like Celery's hard limit: the stuck process goes
 
 
-def _run_engine(images: Path, masks: Path, out: Path, config: AuditConfig, **kw: Any) -> None:
+def _run_engine(
+    images: Path, masks: Path, out: Path, config: AuditConfig, **kw: Any
+) -> AuditResult:
     from models.audit import run_audit  # torch is loaded here, in the process that trains
 
-    run_audit(images, masks, out, config, overwrite=not kw["resume"], **kw)
+    return run_audit(images, masks, out, config, overwrite=not kw["resume"], **kw)
 
 
 class _Reporter:
@@ -297,16 +301,16 @@ class _Reporter:
     def __call__(self, p: Progress) -> None:
         attempt = self.attempt
         if attempt.watch.lost.is_set():
-            raise _Stop(LOST)
+            raise _Stop(StopReason.lost)
         if attempt.should_stop():
-            raise _Stop(SHUTDOWN)
+            raise _Stop(StopReason.shutdown)
         now = time.monotonic()
         if now - attempt.started > attempt.settings.audit_soft_time_limit_s:
-            raise _Stop(OVERTIME)
+            raise _Stop(StopReason.overtime)
         if not self.throttle.due(p.phase, now):
             return
         percent = percent_done(p.phase, p.epoch, p.epochs, p.step, p.steps)
-        alive = runs.report_progress(
+        alive = lifecycle.report_progress(
             self.session,
             attempt.audit_id,
             phase=p.phase,
@@ -319,7 +323,7 @@ class _Reporter:
             task_id=attempt.task_id,
         )
         if not alive:
-            raise _Stop(LOST)
+            raise _Stop(StopReason.lost)
 
 
 class _Watch(threading.Thread):
@@ -364,9 +368,11 @@ class _Watch(threading.Thread):
             self.join(timeout=5)
 
 
-def _fail(sessions: Sessions, store: Store, audit_id: int, code: str, message: str) -> Outcome:
+def _fail(
+    sessions: Sessions, store: Store, audit_id: int, code: ErrorCode, message: str
+) -> Outcome:
     shutil.rmtree(run_folder(store, audit_id), ignore_errors=True)  # before the end is visible
     with sessions() as session:
-        moved = runs.fail_audit(session, audit_id, code=code, message=message)
+        moved = lifecycle.fail_audit(session, audit_id, code=code, message=message)
     log.warning("audit %s: failed (%s): %s", audit_id, code, message)
     return Outcome.failed if moved else Outcome.skipped

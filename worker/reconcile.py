@@ -9,7 +9,7 @@ Every worker runs it in a thread, every ``SEGAUDIT_RECONCILE_INTERVAL_S``. Each 
    queued audits: the broker lost messages (a Redis restart without persistence, a flushed
    database). A duplicate message is harmless: the second one finds the audit claimed.
 
-Every move is a compare-and-set in ``app.services.runs``, so any number of workers may run it.
+Every move is a compare-and-set in ``app.services.lifecycle``, so any number of workers may run it.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from celery import Celery
 
 from app.db.base import utcnow
 from app.queue import send_audit
-from app.services import runs
+from app.services import lifecycle
 from app.settings import Settings
 from worker.context import Context
-from worker.pipeline import TRANSIENT, WORKER_LOST, Sessions
+from worker.pipeline import TRANSIENT, Sessions
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +43,15 @@ class Pass:
 def reconcile(sessions: Sessions, client: Celery, settings: Settings) -> Pass:
     """One pass of the reconciler (see the module's docstring)."""
     with sessions() as session:
-        reclaimed = runs.reclaim_stale(
+        reclaimed = lifecycle.reclaim_stale(
             session,
             stale_after_s=settings.heartbeat_timeout_s,
             max_attempts=settings.max_attempts,
-            code=WORKER_LOST,
         )
         for audit_id in reclaimed.requeued:
             send_audit(client, audit_id, queue=settings.audit_queue)
         grace = dt.timedelta(seconds=settings.reconcile_interval_s)
-        queued = runs.queued_audit_ids(session, created_before=utcnow() - grace)
+        queued = lifecycle.queued_audit_ids(session, created_before=utcnow() - grace)
     resent: list[int] = []
     if queued and waiting_messages(client, settings.audit_queue) < len(queued):
         resent = [a for a in queued if a not in reclaimed.requeued]

@@ -5,6 +5,7 @@ into Celery's terms (a retry, a requeue); the audit row holds the result.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from celery import Task
 from celery.exceptions import Reject
@@ -17,7 +18,17 @@ from worker.pipeline import Outcome, Transient, run_audit_job
 log = logging.getLogger(__name__)
 
 
-@celery.task(name=RUN_AUDIT, bind=True)
+def _bound_task(name: str) -> Callable[[Callable[..., str]], Task]:
+    """``@celery.task(name=name, bind=True)``, typed (Celery is unannotated)."""
+
+    def register(run: Callable[..., str]) -> Task:
+        task: Task = celery.task(name=name, bind=True)(run)
+        return task
+
+    return register
+
+
+@_bound_task(RUN_AUDIT)
 def run_audit(self: Task, audit_id: int) -> str:
     """Run audit ``audit_id`` (a redelivered or duplicate message finds it claimed, and ends)."""
     ctx = context()

@@ -1,23 +1,28 @@
-"""The dependencies of every route, as ``Annotated`` aliases."""
+"""The dependencies of every route, as ``Annotated`` aliases.
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: FastAPI reads a dependency's annotations from
+its module's globals, so the lookups made per role below (``dataset_dep(role)``), whose
+annotations name their closure's ``role``, need theirs evaluated when they are defined.
+"""
 
 from collections.abc import Callable, Iterator
+from functools import cache
 from typing import Annotated
 
 from fastapi import Depends, Query, Request, Security
 from fastapi.security import APIKeyHeader
 from sqlalchemy.orm import Session
 
-from app import errors
 from app.db.enums import Role
+from app.db.tables import AnnotationSet, Audit, Dataset
 from app.errors import Forbidden, Unauthorized
 from app.queue import send_audit
-from app.services import keys
+from app.services import annotations, audits, datasets, keys
 from app.services.audits import Enqueue
 from app.services.keys import Principal
 from app.settings import Settings
 from app.storage import Store
+from imaging.errors import ErrorCode
 
 api_key = APIKeyHeader(
     name="X-API-Key",
@@ -56,18 +61,25 @@ EnqueueDep = Annotated[Enqueue, Depends(get_enqueue)]
 
 def get_principal(session: SessionDep, key: Annotated[str | None, Security(api_key)]) -> Principal:
     if not key:
-        raise Unauthorized(errors.MISSING_KEY, "send an API key in the X-API-Key header")
+        raise Unauthorized(ErrorCode.MISSING_KEY, "send an API key in the X-API-Key header")
     principal = keys.authenticate(session, key)
     if principal is None:
-        raise Unauthorized(errors.INVALID_KEY, "the API key is not valid (unknown or revoked)")
+        raise Unauthorized(ErrorCode.INVALID_KEY, "the API key is not valid (unknown or revoked)")
     return principal
 
 
+@cache
 def require(role: Role) -> Callable[[Principal], Principal]:
+    """The dependency that authenticates the caller and checks the key's ``role``.
+
+    One per role (cached): FastAPI then runs it once per request, however many of a route's
+    dependencies (its principal, the resource it looks up) ask for it.
+    """
+
     def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
         if not principal.may(role):
             raise Forbidden(
-                errors.FORBIDDEN,
+                ErrorCode.FORBIDDEN,
                 f"this needs a key with role '{role.value}' or above; yours is "
                 f"'{principal.role.value}'",
             )
@@ -80,6 +92,64 @@ Viewer = Annotated[Principal, Depends(require(Role.viewer))]
 Annotator = Annotated[Principal, Depends(require(Role.annotator))]
 Reviewer = Annotated[Principal, Depends(require(Role.reviewer))]
 Admin = Annotated[Principal, Depends(require(Role.admin))]
+
+# The resource a route's path names, looked up in the caller's project (404 when it is not
+# there). Each authenticates with its role first, so a missing key is still a 401 and a weak
+# role a 403, whatever exists: a dependency's own dependencies are solved before it is called.
+
+
+@cache
+def dataset_dep(role: Role) -> Callable[[int, Session, Principal], Dataset]:
+    """The path's ``dataset_id``, for a key with ``role`` or above."""
+
+    def dataset(
+        dataset_id: int,
+        session: SessionDep,
+        principal: Annotated[Principal, Depends(require(role))],
+    ) -> Dataset:
+        return datasets.get_dataset(session, principal.project_id, dataset_id)
+
+    return dataset
+
+
+@cache
+def annotation_set_dep(role: Role) -> Callable[[int, int, Session, Principal], AnnotationSet]:
+    """The path's ``set_id`` in its ``dataset_id``, for a key with ``role`` or above."""
+
+    def annotation_set(
+        dataset_id: int,
+        set_id: int,
+        session: SessionDep,
+        principal: Annotated[Principal, Depends(require(role))],
+    ) -> AnnotationSet:
+        dataset = datasets.get_dataset(session, principal.project_id, dataset_id)
+        return annotations.get_annotation_set(session, dataset, set_id)
+
+    return annotation_set
+
+
+@cache
+def audit_dep(role: Role) -> Callable[[int, Session, Principal], Audit]:
+    """The path's ``audit_id``, for a key with ``role`` or above."""
+
+    def audit(
+        audit_id: int,
+        session: SessionDep,
+        principal: Annotated[Principal, Depends(require(role))],
+    ) -> Audit:
+        return audits.get_audit(session, principal.project_id, audit_id)
+
+    return audit
+
+
+# For any key (reads); the ones named after a role, for routes that need that role or above.
+DatasetDep = Annotated[Dataset, Depends(dataset_dep(Role.viewer))]
+AnnotationSetDep = Annotated[AnnotationSet, Depends(annotation_set_dep(Role.viewer))]
+AuditDep = Annotated[Audit, Depends(audit_dep(Role.viewer))]
+AnnotatorDatasetDep = Annotated[Dataset, Depends(dataset_dep(Role.annotator))]
+AnnotatorAnnotationSetDep = Annotated[AnnotationSet, Depends(annotation_set_dep(Role.annotator))]
+AnnotatorAuditDep = Annotated[Audit, Depends(audit_dep(Role.annotator))]
+ReviewerAuditDep = Annotated[Audit, Depends(audit_dep(Role.reviewer))]
 
 Limit = Annotated[int, Query(ge=1, le=500, description="items per page")]
 Offset = Annotated[int, Query(ge=0, description="items to skip")]

@@ -11,20 +11,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from app import errors
 from app.errors import ServiceError
 from app.schemas import ErrorOut
+from imaging.errors import ErrorCode
 
 log = logging.getLogger("segaudit.api")
 
 CODES = {
-    400: "bad_request",
-    401: errors.MISSING_KEY,
-    403: errors.FORBIDDEN,
-    404: errors.NOT_FOUND,
-    405: "method_not_allowed",
-    413: errors.REQUEST_TOO_LARGE,
-    415: "unsupported_media_type",
+    400: ErrorCode.BAD_REQUEST,
+    401: ErrorCode.MISSING_KEY,
+    403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    413: ErrorCode.REQUEST_TOO_LARGE,
+    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
 }
 
 
@@ -40,7 +40,7 @@ async def on_service_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    code = getattr(exc, "code", None) or CODES.get(exc.status_code, "http_error")
+    code = getattr(exc, "code", None) or CODES.get(exc.status_code, ErrorCode.HTTP_ERROR)
     response = error_response(exc.status_code, code, str(exc.detail))
     if exc.headers:
         response.headers.update(exc.headers)
@@ -55,14 +55,14 @@ async def on_validation_error(_: Request, exc: Exception) -> JSONResponse:
         where = ".".join(str(p) for p in problem.get("loc", ()) if p != "body")
         parts.append(f"{where}: {problem.get('msg')}" if where else str(problem.get("msg")))
     first = tuple(problems[0].get("loc", ())) if problems else ()
-    code = errors.INVALID_PARAMETERS if first[:2] == ("body", "parameters") else None
-    return error_response(422, code or errors.INVALID_REQUEST, "; ".join(parts))
+    code = ErrorCode.INVALID_PARAMETERS if first[:2] == ("body", "parameters") else None
+    return error_response(422, code or ErrorCode.INVALID_REQUEST, "; ".join(parts))
 
 
 async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error in %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(
-        500, errors.INTERNAL, "the server failed to handle this request; the error was logged"
+        500, ErrorCode.INTERNAL, "the server failed to handle this request; the error was logged"
     )
 
 

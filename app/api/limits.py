@@ -7,11 +7,11 @@ import json
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import errors
+from imaging.errors import ErrorCode
 
 
 class BodyTooLarge(HTTPException):
-    code = errors.REQUEST_TOO_LARGE
+    code = ErrorCode.REQUEST_TOO_LARGE
 
     def __init__(self, limit: int) -> None:
         super().__init__(413, f"the request body is larger than the limit of {limit} bytes")

@@ -11,11 +11,11 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
-from app import errors
 from app.dicom_uploads import DicomUpload, is_dicom_upload, receive_dicom
 from app.errors import Invalid, TooLarge
 from app.settings import Settings
 from app.uploads import Incoming, Limits, receive
+from imaging.errors import ErrorCode
 
 Parts = list[tuple[str | None, BinaryIO]]
 
@@ -51,9 +51,9 @@ async def receive_upload(
             raise  # e.g. the body size limit
         if "Too many files" in message:
             raise TooLarge(
-                errors.TOO_MANY_FILES,
+                ErrorCode.TOO_MANY_FILES,
                 f"the upload holds more than {settings.max_files} files; split it or zip them",
             ) from None
         raise Invalid(
-            errors.BAD_MULTIPART, f"the upload is not valid multipart: {message}"
+            ErrorCode.BAD_MULTIPART, f"the upload is not valid multipart: {message}"
         ) from None

@@ -170,8 +170,8 @@ class AuditMask(Base):
     mask_id: Mapped[int] = mapped_column(ForeignKey("masks.id"), primary_key=True)
 
 
-class CaseResult(Base):
-    """One row of the engine's scores.csv, with the files it wrote for the case."""
+class ResultRow(Base):
+    """One case's result in one audit (``models.results.CaseResult``), with its stored masks."""
 
     __tablename__ = "case_results"
     __table_args__ = (

@@ -6,7 +6,6 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app import errors
 from app.db.tables import AnnotationSet, Case, Dataset, Mask
 from app.errors import Conflict, Invalid, NotFound
 from app.services.checks import check_mask
@@ -15,7 +14,7 @@ from app.services.files import publishing
 from app.services.pages import Page, paginate
 from app.storage import Store
 from app.uploads import Incoming
-from models import errors as input_errors
+from imaging.errors import ErrorCode
 
 
 def create_annotation_set(
@@ -29,7 +28,7 @@ def create_annotation_set(
     except IntegrityError:
         session.rollback()
         raise Conflict(
-            errors.ANNOTATION_SET_EXISTS,
+            ErrorCode.ANNOTATION_SET_EXISTS,
             f"dataset {dataset.id} already has an annotation set named '{name}'",
         ) from None
     return aset
@@ -49,7 +48,7 @@ def list_annotation_sets(
 def get_annotation_set(session: Session, dataset: Dataset, set_id: int) -> AnnotationSet:
     aset = session.get(AnnotationSet, set_id)
     if aset is None or aset.dataset_id != dataset.id:
-        raise NotFound(errors.NOT_FOUND, f"no annotation set {set_id} in dataset {dataset.id}")
+        raise NotFound(ErrorCode.NOT_FOUND, f"no annotation set {set_id} in dataset {dataset.id}")
     return aset
 
 
@@ -75,7 +74,7 @@ def add_masks(
     if files and is_dicom_dataset(session, aset.dataset_id):
         first = min(files, key=lambda f: f.case).name
         raise Invalid(
-            input_errors.UNSUPPORTED_FORMAT,
+            ErrorCode.UNSUPPORTED_FORMAT,
             f"{first}: dataset {aset.dataset_id} holds DICOM series; their masks are DICOM SEG "
             "or RTSTRUCT files (or a zip of them)",
             file=first,
@@ -89,14 +88,14 @@ def add_masks(
         case = cases.get(item.case)
         if case is None:
             raise Invalid(
-                input_errors.MISSING_IMAGE,
+                ErrorCode.MISSING_IMAGE,
                 f"{item.name}: dataset {aset.dataset_id} has no case named '{item.case}'; "
                 "masks are matched to images by file name without extension",
                 file=item.name,
             )
         if case.id in taken:
             raise Conflict(
-                errors.MASK_EXISTS,
+                ErrorCode.MASK_EXISTS,
                 f"{item.name}: annotation set {aset.id} already has a mask for '{item.case}'; "
                 "masks are never replaced (upload a re-annotation as a new set)",
                 file=item.name,
@@ -116,6 +115,7 @@ def add_masks(
                 masks.append(mask)
     except IntegrityError:
         raise Conflict(
-            errors.MASK_EXISTS, f"annotation set {aset.id} received some of these masks meanwhile"
+            ErrorCode.MASK_EXISTS,
+            f"annotation set {aset.id} received some of these masks meanwhile",
         ) from None
     return masks

@@ -7,16 +7,16 @@ from collections.abc import Callable
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app import errors
 from app.db.base import utcnow
 from app.db.enums import AuditStatus
 from app.db.tables import AnnotationSet, Audit, AuditMask, Case, Dataset, Mask
-from app.errors import Conflict, Invalid, NotFound, Unavailable
+from app.errors import Conflict, Invalid, NotFound, ServiceError, Unavailable
 from app.services.datasets import get_dataset
 from app.services.keys import Principal
 from app.services.pages import Page, paginate
 from app.services.state import compare_and_set
-from models import errors as input_errors
+from imaging import checks
+from imaging.errors import ErrorCode, InputError
 from models.config import AuditConfig
 
 Enqueue = Callable[[int], str]  # audit id -> task id
@@ -41,10 +41,12 @@ def submit_audit(
     aset = session.get(AnnotationSet, annotation_set_id)
     owner = None if aset is None else session.get(Dataset, aset.dataset_id)
     if aset is None or owner is None or owner.project_id != principal.project_id:
-        raise NotFound(errors.NOT_FOUND, f"no annotation set {annotation_set_id} in this project")
+        raise NotFound(
+            ErrorCode.NOT_FOUND, f"no annotation set {annotation_set_id} in this project"
+        )
     if aset.dataset_id != dataset.id:
         raise Invalid(
-            errors.WRONG_DATASET,
+            ErrorCode.WRONG_DATASET,
             f"annotation set {aset.id} belongs to dataset {aset.dataset_id}, not {dataset.id}",
         )
     masks = list(
@@ -76,13 +78,13 @@ def submit_audit(
             audit.id,
             expect=[AuditStatus.queued],
             to=AuditStatus.failed,
-            error_code=errors.BROKER_UNAVAILABLE,
+            error_code=ErrorCode.BROKER_UNAVAILABLE,
             error_message=message,
             finished_at=utcnow(),
         )
         session.commit()
         raise Unavailable(
-            errors.BROKER_UNAVAILABLE, f"audit {audit.id} could not be queued; {message}"
+            ErrorCode.BROKER_UNAVAILABLE, f"audit {audit.id} could not be queued; {message}"
         ) from exc
     audit.task_id = task_id
     session.commit()
@@ -91,26 +93,24 @@ def submit_audit(
 
 def _check_masks(masks: list[Mask], config: AuditConfig, aset: AnnotationSet) -> None:
     """What the engine would refuse, refused now, while the caller is still listening."""
-    if len(masks) < config.min_cases:
-        raise Invalid(
-            input_errors.TOO_FEW_CASES,
-            f"annotation set {aset.id} has masks for {len(masks)} cases; the audit needs at "
-            f"least {config.min_cases} (min_cases) to tell clean labels from noisy ones",
-        )
-    if all(m.max_label == 0 for m in masks):
-        raise Invalid(
-            input_errors.NO_FOREGROUND,
-            f"no mask of annotation set {aset.id} holds any foreground: nothing to audit",
-        )
     limit = config.num_classes if config.num_classes is not None else config.max_classes
+    try:
+        checks.check_case_count(
+            len(masks), min_cases=config.min_cases, what=f"annotation set {aset.id} has masks for"
+        )
+        checks.check_foreground(max((m.max_label for m in masks), default=0))
+    except InputError as exc:
+        raise ServiceError.invalid_input(exc) from None
     for mask in masks:
-        if mask.max_label >= limit:
-            raise Invalid(
-                input_errors.MASK_OUT_OF_RANGE,
-                f"mask {mask.file.name} holds the class {mask.max_label}; this audit takes "
-                f"0..{limit - 1} (a 0/255 mask must be saved as 0/1, or set num_classes)",
-                file=mask.file.name,
+        try:
+            checks.check_label_limit(
+                mask.max_label,
+                limit=limit,
+                explicit=config.num_classes is not None,
+                name=mask.file.name,
             )
+        except InputError as exc:
+            raise ServiceError.invalid_input(exc, file=mask.file.name) from None
 
 
 def get_audit(session: Session, project_id: int, audit_id: int) -> Audit:
@@ -120,7 +120,7 @@ def get_audit(session: Session, project_id: int, audit_id: int) -> Audit:
         .where(Audit.id == audit_id, Dataset.project_id == project_id)
     )
     if audit is None:
-        raise NotFound(errors.NOT_FOUND, f"no audit {audit_id} in this project")
+        raise NotFound(ErrorCode.NOT_FOUND, f"no audit {audit_id} in this project")
     return audit
 
 
@@ -151,11 +151,10 @@ def count_cases(session: Session, audit: Audit) -> int:
     return int(session.scalar(query) or 0)
 
 
-def cancel_audit(session: Session, project_id: int, audit_id: int) -> Audit:
+def cancel_audit(session: Session, audit: Audit) -> Audit:
     """Cancel a queued or running audit. A running worker notices at its next progress report
     (which then fails its compare-and-set) and stops; its results are never stored. Commits.
     """
-    audit = get_audit(session, project_id, audit_id)
     moved = compare_and_set(
         session,
         audit.id,
@@ -167,6 +166,7 @@ def cancel_audit(session: Session, project_id: int, audit_id: int) -> Audit:
     session.refresh(audit)
     if not moved:
         raise Conflict(
-            errors.AUDIT_FINISHED, f"audit {audit.id} is already {audit.status}; nothing to cancel"
+            ErrorCode.AUDIT_FINISHED,
+            f"audit {audit.id} is already {audit.status}; nothing to cancel",
         )
     return audit

@@ -1,4 +1,6 @@
-"""Checking uploaded images and masks with the engine's own readers (``models.io``)."""
+"""Checking uploaded images and masks with the engine's own readers and rules
+(``imaging.formats``, ``imaging.checks``), so that what the service accepts the audit can read.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +9,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from app.db.tables import Case
-from app.errors import Invalid
+from app.errors import ServiceError
 from app.uploads import Incoming
-from models import errors as input_errors
-from models.errors import InputError
-from models.io import read_image, read_mask
+from imaging import checks
+from imaging.errors import InputError
+from imaging.formats import read_image, read_mask
 
 
 @dataclass(frozen=True)
@@ -26,14 +28,9 @@ def check_image(item: Incoming) -> ImageInfo:
     """Read an image as the audit will; refuse it (naming the file) if the audit could not."""
     try:
         loaded = read_image(item.written.path, case=item.case)
+        checks.check_image_values(loaded.array, name=item.name)
     except InputError as exc:
-        raise Invalid(exc.code, str(exc), file=item.name) from None
-    if not np.all(np.isfinite(loaded.array)):
-        raise Invalid(
-            input_errors.IMAGE_NOT_FINITE,
-            f"{item.name}: the image holds NaN or infinite values",
-            file=item.name,
-        )
+        raise ServiceError.invalid_input(exc, file=item.name) from None
     geometry = loaded.geometry
     return ImageInfo(
         shape=[int(n) for n in geometry.shape],
@@ -47,41 +44,13 @@ def check_mask(item: Incoming, case: Case) -> int:
     """Read a mask, check it lies on its case's grid and holds class indices; its largest one."""
     try:
         loaded = read_mask(item.written.path, case=item.case)
+        checks.check_same_grid(
+            tuple(case.shape),
+            np.asarray(case.affine, float),
+            loaded.geometry,
+            image_name=case.image.name,
+            mask_name=item.name,
+        )
+        return checks.check_mask_values(loaded.array, name=item.name)
     except InputError as exc:
-        raise Invalid(exc.code, str(exc), file=item.name) from None
-    geometry = loaded.geometry
-    if list(geometry.shape) != list(case.shape):
-        raise Invalid(
-            input_errors.SHAPE_MISMATCH,
-            f"{item.name}: the mask is {tuple(geometry.shape)} but image {case.image.name} is "
-            f"{tuple(case.shape)}",
-            file=item.name,
-        )
-    if geometry.is_3d and not np.allclose(geometry.affine, case.affine, atol=1e-3):
-        raise Invalid(
-            input_errors.GEOMETRY_MISMATCH,
-            f"{item.name}: the mask has the shape of image {case.image.name} but another "
-            "position or spacing (affines differ): they do not lie on the same grid",
-            file=item.name,
-        )
-    return _max_label(loaded.array, item.name)
-
-
-def _max_label(mask: np.ndarray, name: str) -> int:
-    if mask.dtype == bool:
-        return int(mask.any())
-    if not np.issubdtype(mask.dtype, np.integer) and (
-        not np.all(np.isfinite(mask)) or not np.array_equal(mask, np.round(mask))
-    ):
-        raise Invalid(
-            input_errors.MASK_NOT_INTEGER,
-            f"{name}: the mask holds non-integer values; a mask holds class indices 0..K-1",
-            file=name,
-        )
-    if mask.size and mask.min() < 0:
-        raise Invalid(
-            input_errors.MASK_OUT_OF_RANGE,
-            f"{name}: the mask holds the value {mask.min():g}; class indices start at 0",
-            file=name,
-        )
-    return int(mask.max()) if mask.size else 0
+        raise ServiceError.invalid_input(exc, file=item.name) from None

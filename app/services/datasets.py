@@ -6,7 +6,6 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app import errors
 from app.db.tables import Case, Dataset
 from app.errors import Conflict, Invalid, NotFound
 from app.services.checks import check_image
@@ -15,7 +14,7 @@ from app.services.files import publishing
 from app.services.pages import Page, paginate
 from app.storage import Store
 from app.uploads import Incoming
-from models import errors as input_errors
+from imaging.errors import ErrorCode
 
 
 def create_dataset(session: Session, project_id: int, name: str, description: str = "") -> Dataset:
@@ -27,7 +26,7 @@ def create_dataset(session: Session, project_id: int, name: str, description: st
     except IntegrityError:
         session.rollback()
         raise Conflict(
-            errors.DATASET_EXISTS, f"the project already has a dataset named '{name}'"
+            ErrorCode.DATASET_EXISTS, f"the project already has a dataset named '{name}'"
         ) from None
     return dataset
 
@@ -41,24 +40,13 @@ def get_dataset(session: Session, project_id: int, dataset_id: int) -> Dataset:
     """The project's dataset; another project's is as missing as one that does not exist."""
     dataset = session.get(Dataset, dataset_id)
     if dataset is None or dataset.project_id != project_id:
-        raise NotFound(errors.NOT_FOUND, f"no dataset {dataset_id} in this project")
+        raise NotFound(ErrorCode.NOT_FOUND, f"no dataset {dataset_id} in this project")
     return dataset
 
 
 def list_cases(session: Session, dataset: Dataset, *, limit: int, offset: int) -> Page[Case]:
     query = select(Case).where(Case.dataset_id == dataset.id).order_by(Case.name)
     return paginate(session, query, limit=limit, offset=offset)
-
-
-def get_case(session: Session, project_id: int, case_id: int) -> Case:
-    case = session.scalar(
-        select(Case)
-        .join(Dataset, Dataset.id == Case.dataset_id)
-        .where(Case.id == case_id, Dataset.project_id == project_id)
-    )
-    if case is None:
-        raise NotFound(errors.NOT_FOUND, f"no case {case_id} in this project")
-    return case
 
 
 def add_images(
@@ -68,17 +56,17 @@ def add_images(
     if files and is_dicom_dataset(session, dataset.id):
         first = min(files, key=lambda f: f.case).name
         raise Invalid(
-            input_errors.UNSUPPORTED_FORMAT,
+            ErrorCode.UNSUPPORTED_FORMAT,
             f"{first}: dataset {dataset.id} holds DICOM series; image files go into a dataset "
             "of their own",
             file=first,
         )
-    existing = {name: ndim for name, ndim in _case_dims(session, dataset)}
+    existing = dict(_case_dims(session, dataset))
     infos = []
     for item in sorted(files, key=lambda f: f.case):
         if item.case in existing:
             raise Conflict(
-                errors.CASE_EXISTS,
+                ErrorCode.CASE_EXISTS,
                 f"{item.name}: dataset {dataset.id} already has a case named '{item.case}'; "
                 "cases are never replaced",
                 file=item.name,
@@ -88,7 +76,7 @@ def add_images(
     if len(dims) > 1:
         first = infos[0][0].name
         raise Invalid(
-            input_errors.SHAPE_MISMATCH,
+            ErrorCode.SHAPE_MISMATCH,
             f"{first}: a dataset holds either 2D images or 3D volumes, not both",
             file=first,
         )
@@ -109,7 +97,7 @@ def add_images(
                 cases.append(case)
     except IntegrityError:  # the same case name, uploaded at the same time by someone else
         raise Conflict(
-            errors.CASE_EXISTS, f"dataset {dataset.id} received some of these cases meanwhile"
+            ErrorCode.CASE_EXISTS, f"dataset {dataset.id} received some of these cases meanwhile"
         ) from None
     return cases
 

@@ -1,14 +1,14 @@
 """DICOM datasets: each image series of a PACS export becomes a case, and SEG or RTSTRUCT masks
-are matched to the cases by the series they reference, with ``models.dicom``'s own checks, all
+are matched to the cases by the series they reference, with ``imaging.dicom``'s own checks, all
 run before anything is kept.
 
 A case's image file is its series as one blob: an uncompressed zip of its instances as they
 were received, named ``<SeriesInstanceUID>/<SOPInstanceUID>.dcm`` and written the same way for
 the same instances, so that it is content-addressed like every other file. ``run_audit`` reads
-a folder of such zips (``runs.stage_inputs`` links them as ``<case>.zip``) as it reads a PACS
+a folder of such zips (``lifecycle.stage_inputs`` links them as ``<case>.zip``) as it reads a PACS
 export; a mask is its SEG or RTSTRUCT file, stored as ``<case>.dcm``.
 
-Case names are ``models.dicom``'s (``<PatientID>_s<SeriesNumber>``). The engine names the cases
+Case names are ``imaging.dicom``'s (``<PatientID>_s<SeriesNumber>``). The engine names the cases
 of an audit again from the series it is given, and adds a hash to a name only when two of them
 share it; so two series that would share a name are refused here, and the names stay the same.
 """
@@ -27,20 +27,18 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
-from app import errors
 from app.db.tables import AnnotationSet, Case, Dataset, Mask, StoredFile
 from app.dicom_uploads import DicomUpload
 from app.errors import Conflict, Invalid
 from app.services.files import publishing
 from app.storage import CHUNK, Store, Written
-from models import errors as input_errors
-from models.dicom import rtstruct, seg
-from models.dicom.cases import _case_names as case_names  # the engine's own naming rule
-from models.dicom.cases import find_pairs
-from models.dicom.series import Series, group_planes
-from models.dicom.source import DicomObject, scan
-from models.errors import InputError
-from models.io import DICOM_RTSTRUCT, DICOM_SEG
+from imaging.dicom import rtstruct, seg
+from imaging.dicom.cases import _case_names as case_names  # the engine's own naming rule
+from imaging.dicom.cases import find_pairs
+from imaging.dicom.series import Series, group_planes
+from imaging.dicom.source import DicomObject, scan
+from imaging.errors import ErrorCode, InputError
+from imaging.geometry import DICOM_RTSTRUCT, DICOM_SEG
 
 SERIES_FORMAT = "dicom-series"  # files.format of a case's series zip
 KIND_NAMES = {DICOM_SEG: "SEG", DICOM_RTSTRUCT: "RTSTRUCT"}
@@ -121,7 +119,7 @@ def _check_series(upload: DicomUpload) -> tuple[list[Series], list[str]]:
     if not grouped.planes:
         shown = f" ({'; '.join(notes)})" if notes else ""
         raise Invalid(
-            input_errors.EMPTY_FOLDER,
+            ErrorCode.EMPTY_FOLDER,
             f"{upload.label} holds no DICOM image series{shown}",
         )
     checked = []
@@ -135,7 +133,7 @@ def _check_series(upload: DicomUpload) -> tuple[list[Series], list[str]]:
             raise _refused(exc, upload, file=upload.file_in(str(exc)) or part) from None
         if not np.all(np.isfinite(volume)):
             raise Invalid(
-                input_errors.IMAGE_NOT_FINITE,
+                ErrorCode.IMAGE_NOT_FINITE,
                 f"{series.label} holds NaN or infinite values",
                 file=part,
             )
@@ -153,7 +151,7 @@ def _name_cases(
         name = case_names([s])[s.series_uid]
         if name in by_name:
             raise Invalid(
-                input_errors.DUPLICATE_CASE,
+                ErrorCode.DUPLICATE_CASE,
                 f"{by_name[name].label} and {s.label} would both be case '{name}' (the same "
                 "Patient ID and Series Number); upload them into separate datasets",
             )
@@ -171,7 +169,7 @@ def _name_cases(
             "this series" if same else "another series with the same Patient ID and Series Number"
         )
         raise Conflict(
-            errors.CASE_EXISTS,
+            ErrorCode.CASE_EXISTS,
             f"{by_name[name].label}: dataset {dataset.id} already has a case named '{name}' "
             f"({what}); cases are never replaced",
         )
@@ -187,7 +185,7 @@ def add_series(
     """
     if is_dicom_dataset(session, dataset.id) is False:
         raise Invalid(
-            input_errors.UNSUPPORTED_FORMAT,
+            ErrorCode.UNSUPPORTED_FORMAT,
             f"dataset {dataset.id} holds image files (PNG, TIFF, NIfTI, NRRD); DICOM series go "
             "into a dataset of their own",
         )
@@ -214,7 +212,7 @@ def add_series(
                 cases.append(case)
     except IntegrityError:  # the same case name, uploaded at the same time by someone else
         raise Conflict(
-            errors.CASE_EXISTS, f"dataset {dataset.id} received some of these series meanwhile"
+            ErrorCode.CASE_EXISTS, f"dataset {dataset.id} received some of these series meanwhile"
         ) from None
     return cases, notes
 
@@ -290,7 +288,7 @@ def _match(
         notes.append(f"left out {others} DICOM objects that are not SEG or RTSTRUCT masks")
     if not masks:
         raise Invalid(
-            input_errors.EMPTY_FOLDER,
+            ErrorCode.EMPTY_FOLDER,
             f"{upload.label} holds no DICOM SEG or RTSTRUCT object; masks of a DICOM dataset "
             "are the SEG or RTSTRUCT objects drawn on its series",
         )
@@ -304,7 +302,7 @@ def _match(
         if not any(u in cases for u in uids):
             file = upload.name_of(obj.source.path)
             raise Invalid(
-                input_errors.MISSING_IMAGE,
+                ErrorCode.MISSING_IMAGE,
                 f"{file}: the {KIND_NAMES[mask_kind(obj) or DICOM_SEG]} references series "
                 f"{', '.join(uids)}, which dataset {aset.dataset_id} does not hold; upload the "
                 "series first",
@@ -349,7 +347,7 @@ def add_masks(
             else "has no DICOM series yet: upload the PACS export as its images first"
         )
         raise Invalid(
-            input_errors.UNSUPPORTED_FORMAT,
+            ErrorCode.UNSUPPORTED_FORMAT,
             f"dataset {aset.dataset_id} {why}",
         )
     checked, notes = _match(session, store, aset, upload)
@@ -364,7 +362,7 @@ def add_masks(
         if held - {item.kind}:  # an audit pairs one kind of mask: find_pairs refuses a mix
             have = " and ".join(KIND_NAMES.get(k, k) for k in sorted(held))
             raise Invalid(
-                input_errors.UNSUPPORTED_FORMAT,
+                ErrorCode.UNSUPPORTED_FORMAT,
                 f"{item.file}: annotation set {aset.id} holds {have} masks and this is a "
                 f"{KIND_NAMES[item.kind]}; upload it into another annotation set",
                 file=item.file,
@@ -373,7 +371,7 @@ def add_masks(
     for item in checked:
         if item.case.id in taken:
             raise Conflict(
-                errors.MASK_EXISTS,
+                ErrorCode.MASK_EXISTS,
                 f"{item.file}: annotation set {aset.id} already has a mask for "
                 f"'{item.case.name}'; masks are never replaced (upload a re-annotation as a "
                 "new set)",
@@ -394,6 +392,7 @@ def add_masks(
                 masks.append(mask)
     except IntegrityError:
         raise Conflict(
-            errors.MASK_EXISTS, f"annotation set {aset.id} received some of these masks meanwhile"
+            ErrorCode.MASK_EXISTS,
+            f"annotation set {aset.id} received some of these masks meanwhile",
         ) from None
     return masks, notes

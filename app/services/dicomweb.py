@@ -1,6 +1,6 @@
 """DICOMweb through the API: pull a study into a dataset, push an audit's cleansed masks back.
 
-The transfers are ``models.dicom.web``'s (QIDO-RS, WADO-RS, STOW-RS); a pulled study goes
+The transfers are ``imaging.dicom.web``'s (QIDO-RS, WADO-RS, STOW-RS); a pulled study goes
 through the same checks as an uploaded PACS export (``app.services.dicom.add_series``). The
 service only talks to servers listed in ``SEGAUDIT_DICOMWEB_SERVERS``: a caller must not make
 it send requests to any address on its network. A failure of the server is a 502
@@ -9,7 +9,7 @@ it send requests to any address on its network. A failure of the server is a 502
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -19,18 +19,16 @@ from dicomweb_client.api import DICOMwebClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app import errors
 from app.db.enums import AuditStatus
-from app.db.tables import Audit, Case, CaseResult, Dataset, StoredFile
+from app.db.tables import Audit, Case, Dataset, ResultRow, StoredFile
 from app.dicom_uploads import DicomUpload
 from app.errors import BadGateway, Conflict, Forbidden, Invalid, NotFound, TooLarge
 from app.services import dicom
 from app.settings import Settings
 from app.storage import Store
-from models import errors as input_errors
-from models.dicom import web
-from models.errors import InputError
-from models.io import DICOM_RTSTRUCT, DICOM_SEG
+from imaging.dicom import web
+from imaging.errors import ErrorCode, InputError
+from imaging.geometry import DICOM_RTSTRUCT, DICOM_SEG
 
 T = TypeVar("T")
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -61,15 +59,20 @@ def check_server(url: str, allowed: list[str]) -> None:
         parts = urlsplit(url)
         scheme, host, _, path = _origin(url)
     except ValueError as exc:  # e.g. a port that is no number
-        raise Invalid(errors.INVALID_REQUEST, f"url: {url!r} is not a valid URL ({exc})") from None
+        raise Invalid(
+            ErrorCode.INVALID_REQUEST, f"url: {url!r} is not a valid URL ({exc})"
+        ) from None
     if scheme not in DEFAULT_PORTS or not host:
-        raise Invalid(errors.INVALID_REQUEST, f"url: {url!r} is not an http or https URL")
+        raise Invalid(ErrorCode.INVALID_REQUEST, f"url: {url!r} is not an http or https URL")
     if parts.username is not None or parts.password is not None:
         raise Invalid(
-            errors.INVALID_REQUEST, "url: give credentials as 'user' and 'password', not in the URL"
+            ErrorCode.INVALID_REQUEST,
+            "url: give credentials as 'user' and 'password', not in the URL",
         )
     if parts.query or parts.fragment or ".." in path.split("/"):
-        raise Invalid(errors.INVALID_REQUEST, "url: a DICOMweb root has no query, fragment or '..'")
+        raise Invalid(
+            ErrorCode.INVALID_REQUEST, "url: a DICOMweb root has no query, fragment or '..'"
+        )
     if "*" in allowed:
         return
     for base in allowed:
@@ -80,7 +83,7 @@ def check_server(url: str, allowed: list[str]) -> None:
             return
     configured = "none is configured" if not allowed else f"allowed: {', '.join(allowed)}"
     raise Forbidden(
-        errors.SERVER_NOT_ALLOWED,
+        ErrorCode.SERVER_NOT_ALLOWED,
         f"{url} is not a DICOMweb server this service may use ({configured}; the setting is "
         "SEGAUDIT_DICOMWEB_SERVERS)",
     )
@@ -92,12 +95,12 @@ def _call(server: Server, action: Callable[[DICOMwebClient], T]) -> T:
     try:
         return action(client)
     except InputError as exc:
-        if exc.code == input_errors.PACS_ERROR:
+        if exc.code == ErrorCode.PACS_ERROR:
             raise BadGateway(exc.code, str(exc)) from None
         raise
     except (ValueError, TypeError, KeyError) as exc:  # an answer dicomweb-client cannot parse
         raise BadGateway(
-            input_errors.PACS_ERROR,
+            ErrorCode.PACS_ERROR,
             f"the answer of {server.url} could not be read as DICOMweb: {exc}",
         ) from None
 
@@ -105,14 +108,14 @@ def _call(server: Server, action: Callable[[DICOMwebClient], T]) -> T:
 def _check_pulled(files: list[Path], study_uid: str, settings: Settings) -> None:
     if len(files) > settings.max_files:
         raise TooLarge(
-            errors.TOO_MANY_FILES,
+            ErrorCode.TOO_MANY_FILES,
             f"study {study_uid} holds {len(files)} instances, more than the limit of "
             f"{settings.max_files} per upload; pull some of its series (series_uids)",
         )
     size = sum(p.stat().st_size for p in files)
     if size > settings.max_uncompressed_bytes:
         raise TooLarge(
-            errors.UPLOAD_TOO_LARGE,
+            ErrorCode.UPLOAD_TOO_LARGE,
             f"study {study_uid} is {size} bytes, more than the limit of "
             f"{settings.max_uncompressed_bytes} per upload; pull some of its series (series_uids)",
         )
@@ -135,7 +138,7 @@ def pull(
     check_server(server.url, settings.dicomweb_servers)
     if dicom.is_dicom_dataset(session, dataset.id) is False:  # refused before the transfer
         raise Invalid(
-            input_errors.UNSUPPORTED_FORMAT,
+            ErrorCode.UNSUPPORTED_FORMAT,
             f"dataset {dataset.id} holds image files (PNG, TIFF, NIfTI, NRRD); DICOM series go "
             "into a dataset of their own",
         )
@@ -162,35 +165,36 @@ def push(
     check_server(server.url, settings.dicomweb_servers)
     if audit.status != AuditStatus.succeeded:
         raise Conflict(
-            errors.AUDIT_NOT_FINISHED,
+            ErrorCode.AUDIT_NOT_FINISHED,
             f"audit {audit.id} is {audit.status}; its cleansed masks are pushed once it succeeded",
         )
-    rows = session.execute(
+    found = session.execute(
         select(Case.name, StoredFile)
-        .join(CaseResult, CaseResult.case_id == Case.id)
-        .join(StoredFile, StoredFile.id == CaseResult.cleansed_file_id)
-        .where(CaseResult.audit_id == audit.id)
+        .join(ResultRow, ResultRow.case_id == Case.id)
+        .join(StoredFile, StoredFile.id == ResultRow.cleansed_file_id)
+        .where(ResultRow.audit_id == audit.id)
         .order_by(Case.name)
-    ).all()
+    ).tuples()
+    rows: Sequence[tuple[str, StoredFile]] = found.all()
     if cases is not None:
         unknown = sorted(set(cases) - {name for name, _ in rows})
         if unknown:
             raise NotFound(
-                errors.NOT_FOUND,
+                ErrorCode.NOT_FOUND,
                 f"audit {audit.id} has no cleansed mask for {', '.join(map(repr, unknown[:5]))}",
             )
         rows = [(name, f) for name, f in rows if name in set(cases)]
     if not rows:
-        raise NotFound(errors.NOT_FOUND, f"audit {audit.id} stored no cleansed masks")
+        raise NotFound(ErrorCode.NOT_FOUND, f"audit {audit.id} stored no cleansed masks")
     other = sorted({f.format or "unknown" for _, f in rows if f.format not in DICOM_FORMATS})
     if other:
         raise Invalid(
-            input_errors.UNSUPPORTED_FORMAT,
+            ErrorCode.UNSUPPORTED_FORMAT,
             f"audit {audit.id}'s cleansed masks are {', '.join(other)} files, not DICOM objects; "
             f"download them instead (GET /v1/audits/{audit.id}/export)",
         )
     paths = [store.path(f.sha256) for _, f in rows]
     if not all(p.is_file() for p in paths):
-        raise NotFound(errors.NOT_FOUND, f"some stored files of audit {audit.id} are missing")
+        raise NotFound(ErrorCode.NOT_FOUND, f"some stored files of audit {audit.id} are missing")
     stored = _call(server, lambda c: web.push(c, paths))
     return [name for name, _ in rows], stored

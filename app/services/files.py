@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
 
 import pydicom
 from pydicom.errors import InvalidDicomError
@@ -13,11 +14,16 @@ from sqlalchemy.orm import Session
 
 from app.db.tables import StoredFile
 from app.storage import Store, Written
-from models.dicom.rtstruct import RTSTRUCT_CLASS
-from models.dicom.seg import SEG_CLASSES
-from models.io import DICOM_RTSTRUCT, DICOM_SEG, format_of
+from imaging.dicom.rtstruct import RTSTRUCT_CLASS
+from imaging.dicom.seg import SEG_CLASSES
+from imaging.formats import format_of
+from imaging.geometry import DICOM_RTSTRUCT, DICOM_SEG
 
-AddFile = Callable[[Written, str], StoredFile]
+
+class AddFile(Protocol):
+    """``publishing``'s ``add(written, name, fmt=None)``."""
+
+    def __call__(self, written: Written, name: str, fmt: str | None = None) -> StoredFile: ...
 
 
 def file_format(path: Path, name: str) -> str:

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app import errors
 from app.db.base import utcnow
 from app.db.enums import Role
 from app.db.tables import ApiKey, Project
 from app.errors import NotFound
+from imaging.errors import ErrorCode
 
 KEY_PREFIX = "sa_"
 
@@ -82,7 +82,7 @@ def revoke_key(session: Session, project_id: int, key_id: int) -> ApiKey:
     """Revoke one of the project's keys (idempotent). Commits."""
     key = session.get(ApiKey, key_id)
     if key is None or key.project_id != project_id:
-        raise NotFound(errors.NOT_FOUND, f"no API key {key_id} in this project")
+        raise NotFound(ErrorCode.NOT_FOUND, f"no API key {key_id} in this project")
     if key.revoked_at is None:
         key.revoked_at = utcnow()
         session.commit()

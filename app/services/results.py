@@ -9,21 +9,23 @@ from typing import Any, Literal
 from sqlalchemy import select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from app import errors
 from app.db.enums import AuditStatus
-from app.db.tables import Audit, Case, CaseResult, Dataset, StoredFile
+from app.db.tables import Audit, Case, Dataset, ResultRow, StoredFile
 from app.errors import Conflict, NotFound
 from app.services.pages import Page, paginate
 from app.storage import Store
+from imaging import layout
+from imaging.errors import ErrorCode
+from imaging.formats import split_name
 from models import outputs
-from models.io import split_name
+from models.results import CaseResult
 
 FileKind = Literal["cleansed", "pseudo_label", "issue_map"]
 SORTS: dict[str, InstrumentedAttribute[Any]] = {
-    "noise_score": CaseResult.noise_score,
-    "rank": CaseResult.rank,
-    "dice_gap": CaseResult.dice_gap,
-    "changed_fraction": CaseResult.changed_fraction,
+    "noise_score": ResultRow.noise_score,
+    "rank": ResultRow.rank,
+    "dice_gap": ResultRow.dice_gap,
+    "changed_fraction": ResultRow.changed_fraction,
     "case": Case.name,
 }
 
@@ -38,36 +40,36 @@ def list_results(
     sort: str = "-noise_score",
     limit: int,
     offset: int,
-) -> Page[CaseResult]:
+) -> Page[ResultRow]:
     """A page of the audit's per-case results. ``sort`` is a key of ``SORTS``, ``-`` first for
     descending; ties are broken by case name so that pages never overlap.
     """
     column = SORTS[sort.removeprefix("-")]
     order = column.desc() if sort.startswith("-") else column.asc()
     query = (
-        select(CaseResult)
-        .join(Case, Case.id == CaseResult.case_id)
-        .where(CaseResult.audit_id == audit.id)
+        select(ResultRow)
+        .join(Case, Case.id == ResultRow.case_id)
+        .where(ResultRow.audit_id == audit.id)
         .order_by(order, Case.name)
     )
     if flagged is not None:
-        query = query.where(CaseResult.flagged.is_(flagged))
+        query = query.where(ResultRow.flagged.is_(flagged))
     if min_score is not None:
-        query = query.where(CaseResult.noise_score >= min_score)
+        query = query.where(ResultRow.noise_score >= min_score)
     if max_score is not None:
-        query = query.where(CaseResult.noise_score <= max_score)
+        query = query.where(ResultRow.noise_score <= max_score)
     return paginate(session, query, limit=limit, offset=offset)
 
 
-def get_result(session: Session, audit: Audit, case_name: str) -> CaseResult:
+def get_result(session: Session, audit: Audit, case_name: str) -> ResultRow:
     result = session.scalar(
-        select(CaseResult)
-        .join(Case, Case.id == CaseResult.case_id)
-        .where(CaseResult.audit_id == audit.id, Case.name == case_name)
+        select(ResultRow)
+        .join(Case, Case.id == ResultRow.case_id)
+        .where(ResultRow.audit_id == audit.id, Case.name == case_name)
     )
     if result is None:
         raise NotFound(
-            errors.NOT_FOUND,
+            ErrorCode.NOT_FOUND,
             f"audit {audit.id} ({audit.status}) has no result for a case named '{case_name}'",
         )
     return result
@@ -81,7 +83,7 @@ def result_file(
     file_id = getattr(result, f"{kind}_file_id")
     row = session.get(StoredFile, file_id) if file_id is not None else None
     if row is None or not store.has(row.sha256):
-        raise NotFound(errors.NOT_FOUND, f"audit {audit.id} stored no {kind} for '{case_name}'")
+        raise NotFound(ErrorCode.NOT_FOUND, f"audit {audit.id} stored no {kind} for '{case_name}'")
     return store.path(row.sha256), row
 
 
@@ -89,18 +91,18 @@ def export_zip(session: Session, store: Store, audit: Audit, dest: Path) -> Path
     """Write ``dest/audit-<id>.zip``: ``scores.csv`` and ``cleansed/<case><ext>`` for all cases."""
     if audit.status != AuditStatus.succeeded:
         raise Conflict(
-            errors.AUDIT_NOT_FINISHED,
+            ErrorCode.AUDIT_NOT_FINISHED,
             f"audit {audit.id} is {audit.status}; its results are exported once it succeeded",
         )
     rows = session.execute(
-        select(CaseResult, Case.name, StoredFile)
-        .join(Case, Case.id == CaseResult.case_id)
-        .outerjoin(StoredFile, StoredFile.id == CaseResult.cleansed_file_id)
-        .where(CaseResult.audit_id == audit.id)
-        .order_by(CaseResult.rank, Case.name)
+        select(ResultRow, Case.name, StoredFile)
+        .join(Case, Case.id == ResultRow.case_id)
+        .outerjoin(StoredFile, StoredFile.id == ResultRow.cleansed_file_id)
+        .where(ResultRow.audit_id == audit.id)
+        .order_by(ResultRow.rank, Case.name)
     ).all()
     scores = [
-        outputs.CaseResult(
+        CaseResult(
             case=name,
             noise_score=r.noise_score,
             flagged=r.flagged,
@@ -113,18 +115,18 @@ def export_zip(session: Session, store: Store, audit: Audit, dest: Path) -> Path
         for r, name, _ in rows
     ]
     num_classes = max((len(s.dice) for s in scores), default=1) + 1
-    outputs.write_scores(dest / outputs.SCORES, scores, num_classes)
+    outputs.write_scores(dest / layout.SCORES, scores, num_classes)
     archive = dest / f"audit-{audit.id}.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.write(dest / outputs.SCORES, outputs.SCORES)
+        zf.write(dest / layout.SCORES, layout.SCORES)
         for _, name, stored in rows:
             if stored is not None:
                 ext = split_name(Path(stored.name))[1]
-                zf.write(store.path(stored.sha256), f"{outputs.CLEANSED}/{name}{ext}")
+                zf.write(store.path(stored.sha256), f"{layout.CLEANSED}/{name}{ext}")
     return archive
 
 
-def case_history(session: Session, project_id: int, case_id: int) -> list[tuple[CaseResult, Audit]]:
+def case_history(session: Session, project_id: int, case_id: int) -> list[tuple[ResultRow, Audit]]:
     """The case's result in every audit that scored it, oldest audit first."""
     case = session.scalar(
         select(Case)
@@ -132,11 +134,11 @@ def case_history(session: Session, project_id: int, case_id: int) -> list[tuple[
         .where(Case.id == case_id, Dataset.project_id == project_id)
     )
     if case is None:
-        raise NotFound(errors.NOT_FOUND, f"no case {case_id} in this project")
+        raise NotFound(ErrorCode.NOT_FOUND, f"no case {case_id} in this project")
     rows = session.execute(
-        select(CaseResult, Audit)
-        .join(Audit, Audit.id == CaseResult.audit_id)
-        .where(CaseResult.case_id == case.id)
+        select(ResultRow, Audit)
+        .join(Audit, Audit.id == ResultRow.audit_id)
+        .where(ResultRow.case_id == case.id)
         .order_by(Audit.created_at, Audit.id)
     ).all()
     return [(r, a) for r, a in rows]

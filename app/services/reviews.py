@@ -5,12 +5,12 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app import errors
 from app.db.enums import AuditStatus, Decision
-from app.db.tables import Audit, CaseResult, Review
+from app.db.tables import Audit, ResultRow, Review
 from app.errors import Conflict
 from app.services.keys import Principal
 from app.services.results import get_result
+from imaging.errors import ErrorCode
 
 
 def add_review(
@@ -25,7 +25,7 @@ def add_review(
     """Record a reviewer's decision on one case's result. Commits."""
     if audit.status != AuditStatus.succeeded:
         raise Conflict(
-            errors.AUDIT_NOT_FINISHED,
+            ErrorCode.AUDIT_NOT_FINISHED,
             f"audit {audit.id} is {audit.status}; its cases can be reviewed once it succeeded",
         )
     result = get_result(session, audit, case_name)
@@ -42,7 +42,7 @@ def add_review(
     return review
 
 
-def list_reviews(session: Session, result: CaseResult) -> list[Review]:
+def list_reviews(session: Session, result: ResultRow) -> list[Review]:
     query = (
         select(Review)
         .where(Review.audit_id == result.audit_id, Review.case_id == result.case_id)

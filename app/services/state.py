@@ -9,9 +9,9 @@ harmless: it finds the audit no longer in the state it expects and stops.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, update
+from sqlalchemy import ColumnElement, CursorResult, update
 from sqlalchemy.orm import Session
 
 from app.db.enums import AuditStatus
@@ -48,4 +48,5 @@ def compare_and_set(
         .values(status=to.value, **values)
         .execution_options(synchronize_session="fetch")
     )
-    return session.execute(statement).rowcount == 1  # type: ignore[attr-defined]
+    result = cast(CursorResult[Any], session.execute(statement))  # an UPDATE's result
+    return result.rowcount == 1

@@ -35,8 +35,9 @@ from app.main import create_app
 from app.services import keys
 from app.settings import Settings
 from app.storage import Store
+from models.results import CaseResult, SliceResult
 from tests.conftest import HC18, MR
-from tests.models.dicom.conftest import (  # noqa: F401  fixtures: DICOM cases, Orthanc
+from tests.imaging.dicom.conftest import (  # noqa: F401  fixtures: DICOM cases, Orthanc
     _built,
     built,
     orthanc,
@@ -282,17 +283,35 @@ def submit(api: Api, loaded: Loaded, **parameters: Any) -> dict[str, Any]:
     return response.json()
 
 
-def engine_outputs(out: Path, masks: list[Path], scores: list[float]) -> Path:
-    """An output folder as ``models.audit.run_audit`` writes it, built with the engine's own
-    writer (scores.csv) and the given masks standing in for the cleansed ones.
+def engine_outputs(
+    out: Path, masks: list[Path], scores: list[float]
+) -> tuple[Path, list[CaseResult], dict[str, Any]]:
+    """What ``models.audit.run_audit`` hands a worker: its output folder, the results (most
+    suspect first) and run.json's content; the given masks, edited, stand in for the cleansed.
     """
+    from imaging import layout
+    from imaging.formats import read_mask
+    from imaging.write import write_array
     from models import outputs
-    from models.io import read_mask, write_array
 
-    results = sorted(
-        (
-            outputs.CaseResult(
-                case=m.stem,
+    results = []
+    for mask, s in zip(masks, scores, strict=True):
+        given = read_mask(mask, case=mask.stem)  # new files on the mask's grid, in its format
+        cleansed = given.array.copy()
+        cleansed[: cleansed.shape[0] // 4] = 0
+        issues = (cleansed != given.array).astype(np.uint8) * 255
+        files = {}
+        for folder, array in (
+            (layout.CLEANSED, cleansed),
+            (layout.PSEUDO, cleansed),
+            (layout.ISSUE_MAPS, issues),
+        ):
+            files[folder] = Path(folder) / mask.name
+            write_array(out / files[folder], array, given.geometry)
+        depth = given.geometry.shape[2] if given.geometry.is_3d else 0
+        results.append(
+            CaseResult(
+                case=mask.stem,
                 noise_score=s,
                 flagged=s > 0.5,
                 ce=s * 2,
@@ -300,36 +319,16 @@ def engine_outputs(out: Path, masks: list[Path], scores: list[float]) -> Path:
                 dice=(1 - s / 2,),
                 changed_fraction=s / 10,
                 issue_fraction=s / 20,
+                slices=tuple(SliceResult(z, 0.1 * z, 100, 90 + z, z) for z in range(depth)),
+                cleansed=files[layout.CLEANSED],
+                pseudo_label=files[layout.PSEUDO],
+                issue_map=files[layout.ISSUE_MAPS],
             )
-            for m, s in zip(masks, scores, strict=True)
-        ),
-        key=outputs.CaseResult.sort_key,
-    )
-    slices = []
-    for mask in masks:  # new files on the mask's grid, in its format, as the engine writes
-        given = read_mask(mask, case=mask.stem)
-        if given.geometry.is_3d:
-            depth = given.geometry.shape[2]
-            slices += [
-                outputs.SliceResult(mask.stem, z, 0.1 * z, 100, 90 + z, z) for z in range(depth)
-            ]
-        cleansed = given.array.copy()
-        cleansed[: cleansed.shape[0] // 4] = 0
-        issues = (cleansed != given.array).astype(np.uint8) * 255
-        for folder, array in (
-            (outputs.CLEANSED, cleansed),
-            (outputs.PSEUDO, cleansed),
-            (outputs.ISSUE_MAPS, issues),
-        ):
-            write_array(out / folder / mask.name, array, given.geometry)
-    outputs.write_scores(out / outputs.SCORES, results, num_classes=2)
-    if slices:
-        outputs.write_slices(out / outputs.SLICES, slices)
-    outputs.write_json(
-        out / outputs.RUN,
-        {
-            "timings": {"load_s": 1.5, "train_s": 20.0, "total_s": 23.0},
-            "summary": {"filter_degenerate": False, "filter_reason": ""},
-        },
-    )
-    return out
+        )
+    results.sort(key=CaseResult.sort_key)
+    outputs.write_scores(out / layout.SCORES, results, num_classes=2)  # as the engine writes it
+    run = {
+        "timings": {"load_s": 1.5, "train_s": 20.0, "total_s": 23.0},
+        "summary": {"filter_degenerate": False, "filter_reason": ""},
+    }
+    return out, results, run

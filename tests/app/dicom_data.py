@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from app.db.tables import Case, Mask, StoredFile
 from tests.app.conftest import Api
-from tests.models.dicom.builders import BuiltCase, pacs_export
+from tests.imaging.dicom.builders import BuiltCase, pacs_export
 
 
 def case_name(case: BuiltCase) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.services import runs
+from app.services import lifecycle
 from tests.app.conftest import engine_outputs, load_dataset, submit
 
 
@@ -15,9 +15,9 @@ def alpha(api, hc18, tmp_path):
     loaded = load_dataset(api, images, masks)
     audit_id = submit(api, loaded)["id"]
     with api.sessions() as session:
-        runs.claim_audit(session, audit_id)
+        lifecycle.claim_audit(session, audit_id)
         out = engine_outputs(tmp_path / "out", masks, [0.1 * i for i in range(9)])
-        assert runs.complete_audit(session, api.store, audit_id, out)
+        assert lifecycle.complete_audit(session, api.store, audit_id, *out)
     return loaded, audit_id, masks[0].stem
 
 
@@ -114,3 +114,41 @@ def test_admin_manages_keys(api):
     assert revoked.status_code == 200 and revoked.json()["revoked_at"]
     after = api.client.get("/v1/datasets", headers=headers)
     assert after.status_code == 401 and after.json()["code"] == "invalid_key"
+
+
+def test_the_key_and_its_role_are_checked_before_the_lookup(api):
+    """No key is a 401 and a weak role a 403 whether or not the resource exists; only then a 404."""
+    gone = 999999
+    files = {"files": [("files", ("x.png", b"x"))]}
+    writes = [
+        (f"/v1/datasets/{gone}/annotation-sets", {"json": {"name": "b"}}, "viewer"),
+        (f"/v1/datasets/{gone}/images", files, "viewer"),
+        (f"/v1/datasets/{gone}/annotation-sets/{gone}/masks", files, "viewer"),
+        (f"/v1/datasets/{gone}/dicomweb/pull", {"json": {}}, "viewer"),
+        (f"/v1/audits/{gone}/cancel", {}, "viewer"),
+        (f"/v1/audits/{gone}/cases/x/review", {"json": {"decision": "keep_original"}}, "annotator"),
+        (f"/v1/audits/{gone}/dicomweb/push", {"json": {}}, "annotator"),
+    ]
+    for url, body, weak in writes:
+        refused = api.post(url, role=weak, **body)
+        assert refused.status_code == 403 and refused.json()["code"] == "forbidden", url
+        missing = api.client.post(url, **body)
+        assert missing.status_code == 401 and missing.json()["code"] == "missing_key", url
+    reads = [
+        f"/v1/datasets/{gone}",
+        f"/v1/datasets/{gone}/annotation-sets/{gone}/masks",
+        f"/v1/audits/{gone}/cases/x",
+    ]
+    for url in reads:
+        missing = api.client.get(url)
+        assert missing.status_code == 401 and missing.json()["code"] == "missing_key", url
+        unknown = api.get(url, role="viewer")
+        assert unknown.status_code == 404 and unknown.json()["code"] == "not_found", url
+    assert api.get(f"/v1/datasets/{gone}", role="viewer").json()["detail"] == (
+        f"no dataset {gone} in this project"
+    )
+    pacs = {"url": "https://pacs.example.org/dicom-web"}
+    pull = api.post(f"/v1/datasets/{gone}/dicomweb/pull", json={**pacs, "study_uid": "1.2"})
+    assert pull.status_code == 404 and pull.json()["detail"] == f"no dataset {gone} in this project"
+    push = api.post(f"/v1/audits/{gone}/dicomweb/push", role="reviewer", json=pacs)
+    assert push.status_code == 404 and push.json()["detail"] == f"no audit {gone} in this project"

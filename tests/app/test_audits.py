@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 
 from app.queue import RUN_AUDIT
-from app.services import runs
+from app.services import lifecycle
 from models.config import AuditConfig
 from tests.app.conftest import load_dataset, submit
 
@@ -117,8 +117,8 @@ def test_a_0_255_mask_is_refused_when_the_audit_is_submitted(api, hc18, tmp_path
 def test_progress_and_cancel(api, loaded):
     audit = submit(api, loaded)
     with api.sessions() as session:
-        assert runs.claim_audit(session, audit["id"]) is not None
-        assert runs.report_progress(
+        assert lifecycle.claim_audit(session, audit["id"]) is not None
+        assert lifecycle.report_progress(
             session, audit["id"], phase="train", epoch=3, epochs=40, percent=7.5, eta_seconds=99
         )
     shown = api.get(f"/v1/audits/{audit['id']}").json()
@@ -133,7 +133,7 @@ def test_progress_and_cancel(api, loaded):
     again = api.post(f"/v1/audits/{audit['id']}/cancel")
     assert again.status_code == 409 and again.json()["code"] == "audit_finished"
     with api.sessions() as session:  # the worker learns at its next report, and stops
-        assert not runs.report_progress(session, audit["id"], phase="train", epoch=4)
+        assert not lifecycle.report_progress(session, audit["id"], phase="train", epoch=4)
 
 
 def test_list_audits_newest_first_and_by_status(api, loaded):

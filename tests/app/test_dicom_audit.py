@@ -14,10 +14,10 @@ import nibabel as nib
 import numpy as np
 import pydicom
 
-from models.dicom import web
-from models.dicom.cases import find_pairs
+from imaging.dicom import web
+from imaging.dicom.cases import find_pairs
 from tests.app.dicom_data import case_name, masks_url, new_dataset, new_set
-from tests.models.dicom.builders import pacs_export
+from tests.imaging.dicom.builders import pacs_export
 from worker.pipeline import Outcome, run_audit_job
 
 TINY = {"size": 32, "epochs": 2, "seed": 0}

@@ -22,7 +22,7 @@ from tests.app.dicom_data import (
     post_files,
     snapshot,
 )
-from tests.models.dicom.builders import TISSUE, TUMOUR, pacs_export, rtstruct_for, save, segment
+from tests.imaging.dicom.builders import TISSUE, TUMOUR, pacs_export, rtstruct_for, save, segment
 
 
 def dcm(ds: Dataset) -> bytes:

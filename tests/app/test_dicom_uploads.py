@@ -1,6 +1,6 @@
 """PACS exports and SEG / RTSTRUCT masks uploaded over HTTP: one case per series with its
 geometry, masks matched by the series they reference, and the upload limits applied to every
-zip, nested ones included, before ``models.dicom`` sees anything.
+zip, nested ones included, before ``imaging.dicom`` sees anything.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pydicom.fileset import FileSet
 from sqlalchemy import select
 
 from app.db.tables import Case
-from models.dicom.cases import find_pairs
+from imaging.dicom.cases import find_pairs
 from tests.app.dicom_data import (
     assert_unchanged,
     case_name,
@@ -28,7 +28,7 @@ from tests.app.dicom_data import (
     snapshot,
     zipped,
 )
-from tests.models.dicom.builders import pacs_export, rtstruct_for
+from tests.imaging.dicom.builders import pacs_export, rtstruct_for
 
 
 def test_a_pacs_export_becomes_one_case_per_series(api, _built, tmp_path):
@@ -132,7 +132,7 @@ def test_nested_zips_a_dicomdir_and_plain_seg_files(api, built, tmp_path):
 
 
 def test_rtstruct_masks(api, built, tmp_path):
-    cases = [c for c in built[:3]]
+    cases = list(built[:3])
     dataset_id = new_dataset(api)
     images = api.upload_bytes(
         f"/v1/datasets/{dataset_id}/images", "export.zip", export_zip(tmp_path, cases)
@@ -153,7 +153,7 @@ def test_rtstruct_masks(api, built, tmp_path):
     }
 
 
-# The limits hold for every zip, nested ones too, before models.dicom reads a byte.
+# The limits hold for every zip, nested ones too, before imaging.dicom reads a byte.
 
 
 @pytest.fixture

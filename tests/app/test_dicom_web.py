@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 
 from app.errors import Forbidden
-from app.services import runs
+from app.services import lifecycle
 from app.services.dicomweb import check_server
 from app.settings import Settings
-from models.dicom import web
-from models.dicom.series import group_series
-from models.dicom.source import scan
+from imaging.dicom import web
+from imaging.dicom.source import scan
 from tests.app.conftest import engine_outputs, load_dataset, submit
 from tests.app.dicom_data import (
     assert_unchanged,
@@ -26,7 +25,7 @@ from tests.app.dicom_data import (
     post_files,
     snapshot,
 )
-from tests.models.dicom.builders import write_cases
+from tests.imaging.dicom.builders import group_series, write_cases
 
 
 @pytest.fixture(scope="session")
@@ -168,9 +167,9 @@ def test_push_refusals(api_factory, orthanc, hc18, tmp_path):
     queued = api.post(url, role="reviewer", json=body)
     assert queued.status_code == 409 and queued.json()["code"] == "audit_not_finished"
     with api.sessions() as session:
-        runs.claim_audit(session, audit_id)
+        lifecycle.claim_audit(session, audit_id)
         out = engine_outputs(tmp_path / "out", masks, [0.1 * i for i in range(len(masks))])
-        assert runs.complete_audit(session, api.store, audit_id, out)
+        assert lifecycle.complete_audit(session, api.store, audit_id, *out)
     annotator = api.post(url, role="annotator", json=body)
     assert annotator.status_code == 403 and annotator.json()["code"] == "forbidden"
     pngs = api.post(url, role="reviewer", json=body)  # hc18's masks are PNGs, not DICOM

@@ -10,8 +10,9 @@ import zipfile
 
 import pytest
 
-from app.services import runs
-from models import outputs
+from app.services import lifecycle
+from bench.evaluate import read_scores
+from imaging import layout
 from tests.app.conftest import engine_outputs, load_dataset, submit
 
 SCORES = [0.05, 0.9, 0.3, 0.75, 0.1, 0.6, 0.2, 0.95, 0.4]
@@ -20,8 +21,10 @@ SCORES = [0.05, 0.9, 0.3, 0.75, 0.1, 0.6, 0.2, 0.95, 0.4]
 def finish(api, loaded, masks, out, scores):
     audit_id = submit(api, loaded)["id"]
     with api.sessions() as session:
-        runs.claim_audit(session, audit_id)
-        assert runs.complete_audit(session, api.store, audit_id, engine_outputs(out, masks, scores))
+        lifecycle.claim_audit(session, audit_id)
+        assert lifecycle.complete_audit(
+            session, api.store, audit_id, *engine_outputs(out, masks, scores)
+        )
     return audit_id
 
 
@@ -80,9 +83,9 @@ def test_one_case_and_its_files(api, done):
     assert detail["dice"] == [pytest.approx(0.55)] and detail["reviews"] == []
     assert set(detail["files"]) == {"cleansed-mask", "issue-map", "pseudo-label"}
     for link, folder in (
-        ("cleansed-mask", outputs.CLEANSED),
-        ("issue-map", outputs.ISSUE_MAPS),
-        ("pseudo-label", outputs.PSEUDO),
+        ("cleansed-mask", layout.CLEANSED),
+        ("issue-map", layout.ISSUE_MAPS),
+        ("pseudo-label", layout.PSEUDO),
     ):
         response = api.get(detail["files"][link])
         assert response.status_code == 200 and response.headers["content-type"] == "image/png"
@@ -103,7 +106,7 @@ def test_export_holds_every_cleansed_mask_and_the_scores(api, done):
             zf.read(f"cleansed/{masks[0].name}") == (out / "cleansed" / masks[0].name).read_bytes()
         )
         exported = list(csv.DictReader(io.StringIO(zf.read("scores.csv").decode())))
-    assert exported == outputs.read_scores(out / outputs.SCORES)  # as the engine wrote it
+    assert exported == read_scores(out / layout.SCORES)  # as the engine wrote it
     assert not list(api.store.tmp.iterdir())  # the zip was removed after sending
 
 
@@ -144,7 +147,7 @@ def test_reviews_are_kept_never_overwritten(api, done):
 
 
 def test_volumes_round_trip_with_their_slices(api, tmp_path):
-    from models.io import read_mask
+    from imaging.formats import read_mask
     from tests.conftest import mr_nifti_cases
 
     images, masks = mr_nifti_cases(tmp_path / "slabs", fmt="nrrd")
@@ -166,6 +169,6 @@ def test_volumes_round_trip_with_their_slices(api, tmp_path):
     downloaded = tmp_path / "download.nrrd"
     downloaded.write_bytes(response.content)
     got = read_mask(downloaded, case="x")
-    want = read_mask(tmp_path / "out" / outputs.CLEANSED / masks[0].name, case="x")
+    want = read_mask(tmp_path / "out" / layout.CLEANSED / masks[0].name, case="x")
     assert (got.array == want.array).all()
     assert (got.geometry.affine == read_mask(masks[0], case="x").geometry.affine).all()

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.cli import main
 from bench.harness import BenchSpec, group_of, prepare, run_bench, split_cases
 from bench.peers import fold_of, small_loss_flags
-from models.io import read_mask
+from cli.bench import main
+from imaging.formats import read_mask
 from tests.conftest import HC18, SAMPLE
 
 
@@ -126,6 +126,6 @@ def test_cli_refuses_bad_settings_and_a_used_output_folder(tmp_path, capsys):
     assert main([*base, "--noise", "B", "--out", str(out)]) == 2
     assert "not empty" in capsys.readouterr().err
     assert main([*base, "--noise", "B", "--out", str(tmp_path / "x"), "--set", "nope=1"]) == 2
-    assert "unknown keys ['nope']" in capsys.readouterr().err
+    assert "unknown audit parameters ['nope']" in capsys.readouterr().err
     assert main([*base, "--noise", "B", "--out", str(tmp_path / "y"), "--methods", "magic"]) == 2
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

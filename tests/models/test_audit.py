@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models import errors, outputs
+from bench.evaluate import read_scores
+from imaging import layout
+from imaging.errors import ErrorCode, InputError
 from models.audit import run_audit
 from models.config import AuditConfig
-from models.errors import InputError
 from models.segment import segment_folder
 from models.train import Progress
 from tests.conftest import copy_hc18, mr_nifti_cases
@@ -42,19 +43,37 @@ def test_writes_every_output_on_the_input_grid(tiny_run, hc18_data):
     result, _ = tiny_run
     _, masks = hc18_data
     out = result.out_dir
-    rows = outputs.read_scores(out / outputs.SCORES)
+    rows = read_scores(out / layout.SCORES)
     assert [r["case"] for r in rows] == [r.case for r in result.results]
     assert len(rows) == 8 and {"case", "noise_score", "flagged", "ce", "dice_gap"} <= set(rows[0])
     scores = [float(r["noise_score"]) for r in rows]
     assert scores == sorted(scores, reverse=True) and all(0.0 <= s <= 1.0 for s in scores)
     for mask in masks.iterdir():
         given = np.asarray(Image.open(mask))
-        for folder in (outputs.CLEANSED, outputs.PSEUDO, outputs.ISSUE_MAPS):
+        for folder in (layout.CLEANSED, layout.PSEUDO, layout.ISSUE_MAPS):
             written = np.asarray(Image.open(out / folder / mask.name))
             assert written.shape == given.shape and written.dtype == np.uint8
-        cleansed = np.asarray(Image.open(out / outputs.CLEANSED / mask.name))
+        cleansed = np.asarray(Image.open(out / layout.CLEANSED / mask.name))
         assert set(np.unique(cleansed)) <= {0, 1}
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "no staging left behind"
+
+
+def test_the_results_in_memory_agree_with_the_files_for_people(tiny_run):
+    result, _ = tiny_run
+    rows = read_scores(result.out_dir / layout.SCORES)
+    for rank, (record, row) in enumerate(zip(result.results, rows, strict=True), start=1):
+        assert int(row["rank"]) == rank and row["case"] == record.case
+        assert float(row["noise_score"]) == pytest.approx(record.noise_score, abs=1e-6)
+        assert (row["flagged"] == "1") == record.flagged
+        for path, folder in (
+            (record.cleansed, layout.CLEANSED),
+            (record.pseudo_label, layout.PSEUDO),
+            (record.issue_map, layout.ISSUE_MAPS),
+        ):
+            assert path is not None and path.parts[0] == folder
+            assert (result.out_dir / path).is_file()
+        assert record.slices == ()  # 2D cases: no per-slice detail
+    assert json.loads((result.out_dir / layout.RUN).read_text())["summary"] == result.run["summary"]
 
 
 def test_unflagged_cases_keep_their_given_mask(tiny_run, hc18_data):
@@ -63,13 +82,13 @@ def test_unflagged_cases_keep_their_given_mask(tiny_run, hc18_data):
     for r in result.results:
         if not r.flagged:
             given = np.asarray(Image.open(masks / f"{r.case}.png"))
-            cleansed = np.asarray(Image.open(result.out_dir / outputs.CLEANSED / f"{r.case}.png"))
+            cleansed = np.asarray(Image.open(result.out_dir / layout.CLEANSED / f"{r.case}.png"))
             assert np.array_equal(given, cleansed)
 
 
 def test_run_json_records_config_versions_timings_and_summary(tiny_run):
     result, _ = tiny_run
-    run = json.loads((result.out_dir / outputs.RUN).read_text())
+    run = json.loads((result.out_dir / layout.RUN).read_text())
     assert run["config"]["size"] == 32 and run["config"]["warmup_epochs_in_effect"] == 2
     assert {"torch", "monai", "numpy", "scikit-learn", "segaudit"} <= set(run["versions"])
     assert run["timings"]["train_s"] > 0 and run["timings"]["total_s"] >= run["timings"]["train_s"]
@@ -91,12 +110,12 @@ def test_same_seed_same_result_on_cpu(tiny_run, hc18_data, tmp_path):
     result, _ = tiny_run
     images, masks = hc18_data
     again = run_audit(images, masks, tmp_path / "again", TINY, device="cpu")
-    assert (again.out_dir / outputs.SCORES).read_bytes() == (
-        result.out_dir / outputs.SCORES
+    assert (again.out_dir / layout.SCORES).read_bytes() == (
+        result.out_dir / layout.SCORES
     ).read_bytes()
-    for name in (p.name for p in (result.out_dir / outputs.ISSUE_MAPS).iterdir()):
-        a = np.asarray(Image.open(again.out_dir / outputs.ISSUE_MAPS / name))
-        b = np.asarray(Image.open(result.out_dir / outputs.ISSUE_MAPS / name))
+    for name in (p.name for p in (result.out_dir / layout.ISSUE_MAPS).iterdir()):
+        a = np.asarray(Image.open(again.out_dir / layout.ISSUE_MAPS / name))
+        b = np.asarray(Image.open(result.out_dir / layout.ISSUE_MAPS / name))
         assert np.array_equal(a, b)
 
 
@@ -111,10 +130,10 @@ def test_an_interrupted_run_resumes_to_the_same_result(tiny_run, hc18_data, tmp_
 
     with pytest.raises(KeyboardInterrupt):
         run_audit(images, masks, out, TINY, device="cpu", report=interrupt_in_epoch_3)
-    assert sorted(p.name for p in out.iterdir()) == [outputs.MODEL], "only the checkpoint stays"
+    assert sorted(p.name for p in out.iterdir()) == [layout.MODEL], "only the checkpoint stays"
     resumed = run_audit(images, masks, out, TINY, device="cpu", resume=True)
     assert resumed.run["resumed_from_epoch"] == 2
-    assert (out / outputs.SCORES).read_bytes() == (result.out_dir / outputs.SCORES).read_bytes()
+    assert (out / layout.SCORES).read_bytes() == (result.out_dir / layout.SCORES).read_bytes()
 
 
 def test_resuming_a_finished_run_writes_the_same_results(tiny_run, hc18_data, tmp_path):
@@ -122,17 +141,17 @@ def test_resuming_a_finished_run_writes_the_same_results(tiny_run, hc18_data, tm
     images, masks = hc18_data
     out = tmp_path / "finished"
     out.mkdir()
-    (out / outputs.MODEL).write_bytes((result.out_dir / outputs.MODEL).read_bytes())
+    (out / layout.MODEL).write_bytes((result.out_dir / layout.MODEL).read_bytes())
     again = run_audit(images, masks, out, TINY, device="cpu", resume=True)
     assert again.run["resumed_from_epoch"] == TINY.epochs
-    assert (out / outputs.SCORES).read_bytes() == (result.out_dir / outputs.SCORES).read_bytes()
+    assert (out / layout.SCORES).read_bytes() == (result.out_dir / layout.SCORES).read_bytes()
 
 
 def test_resume_refuses_other_settings(tiny_run, hc18_data, tmp_path):
     images, masks = hc18_data
     out = tmp_path / "other"
     out.mkdir()
-    (out / outputs.MODEL).write_bytes((tiny_run[0].out_dir / outputs.MODEL).read_bytes())
+    (out / layout.MODEL).write_bytes((tiny_run[0].out_dir / layout.MODEL).read_bytes())
     with pytest.raises(InputError, match="seed differ") as info:
         run_audit(
             images,
@@ -142,7 +161,7 @@ def test_resume_refuses_other_settings(tiny_run, hc18_data, tmp_path):
             device="cpu",
             resume=True,
         )
-    assert info.value.code == errors.CHECKPOINT_MISMATCH
+    assert info.value.code == ErrorCode.CHECKPOINT_MISMATCH
 
 
 def test_overwrite_replaces_results(tiny_run, hc18_data, tmp_path):
@@ -151,13 +170,13 @@ def test_overwrite_replaces_results(tiny_run, hc18_data, tmp_path):
     run_audit(images, masks, out, TINY, device="cpu")
     (out / "notes.txt").write_text("kept")
     run_audit(images, masks, out, TINY, device="cpu", overwrite=True)
-    assert (out / "notes.txt").read_text() == "kept" and (out / outputs.SCORES).exists()
+    assert (out / "notes.txt").read_text() == "kept" and (out / layout.SCORES).exists()
 
 
 def test_the_checkpoint_segments_new_images(tiny_run, hc18_data, tmp_path):
     result, _ = tiny_run
     images, _ = hc18_data
-    written = segment_folder(result.out_dir / outputs.MODEL, images, tmp_path / "seg", device="cpu")
+    written = segment_folder(result.out_dir / layout.MODEL, images, tmp_path / "seg", device="cpu")
     assert len(written) == 8
     for path in written:
         labels = np.asarray(Image.open(path))
@@ -173,7 +192,7 @@ def test_3d_volumes_come_back_on_their_own_grid(tmp_path, fmt):
     ext = ".nii.gz" if fmt == "nifti" else ".nrrd"
     total_slices = 0
     for mask in sorted(masks.iterdir()):
-        for folder in (outputs.CLEANSED, outputs.ISSUE_MAPS):
+        for folder in (layout.CLEANSED, layout.ISSUE_MAPS):
             written = out / folder / mask.name
             assert written.name.endswith(ext)
             if fmt == "nifti":
@@ -185,8 +204,10 @@ def test_3d_volumes_come_back_on_their_own_grid(tmp_path, fmt):
                 assert np.allclose(dst_h["space directions"], src_h["space directions"])
                 assert np.allclose(dst_h["space origin"], src_h["space origin"])
         total_slices += 5
-    slices = outputs.read_scores(out / outputs.SLICES)  # same CSV reader
+    slices = read_scores(out / layout.SLICES)  # same CSV reader
     assert len(slices) == total_slices
+    assert sum(len(r.slices) for r in result.results) == total_slices  # the same, in memory
+    assert all([s.slice for s in r.slices] == list(range(5)) for r in result.results)
     assert result.run["inputs"]["is_3d"] is True
 
 
@@ -195,10 +216,10 @@ def test_resume_refuses_other_cases(tiny_run, hc18_data, tmp_path):
     fewer = copy_hc18(tmp_path / "fewer", 8, step=6)
     out = tmp_path / "other-cases"
     out.mkdir()
-    (out / outputs.MODEL).write_bytes((tiny_run[0].out_dir / outputs.MODEL).read_bytes())
+    (out / layout.MODEL).write_bytes((tiny_run[0].out_dir / layout.MODEL).read_bytes())
     with pytest.raises(InputError, match="other cases") as info:
         run_audit(*fewer, out, TINY, device="cpu", resume=True)
-    assert info.value.code == errors.CHECKPOINT_MISMATCH
+    assert info.value.code == ErrorCode.CHECKPOINT_MISMATCH
 
 
 def test_segmenting_images_with_other_channels_is_refused(tiny_run, tmp_path):
@@ -209,5 +230,5 @@ def test_segmenting_images_with_other_channels_is_refused(tiny_run, tmp_path):
     )
     # The tiny model was trained on grayscale: 3 channels cannot be fed to it.
     with pytest.raises(InputError, match="3 channels") as info:
-        segment_folder(tiny_run[0].out_dir / outputs.MODEL, rgb, tmp_path / "seg", device="cpu")
-    assert info.value.code == errors.CHANNEL_MISMATCH and not (tmp_path / "seg").exists()
+        segment_folder(tiny_run[0].out_dir / layout.MODEL, rgb, tmp_path / "seg", device="cpu")
+    assert info.value.code == ErrorCode.CHANNEL_MISMATCH and not (tmp_path / "seg").exists()

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
+from bench.evaluate import mask_dice
 from models.cleansing import cleanse, infer_single_object_classes, issue_map
-from models.evaluate import mask_dice
 from tests.conftest import HC18, SAMPLE
 
 DSB = (

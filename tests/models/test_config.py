@@ -34,5 +34,5 @@ def test_invalid_values_are_refused_with_the_reason(change, message):
 
 
 def test_unknown_keys_are_refused():
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ValueError, match="unknown audit parameters"):
         AuditConfig.from_dict({"epochs": 5, "speed": "fast"})

@@ -11,10 +11,10 @@ import csv
 
 import pytest
 
+from bench.evaluate import evaluate_audit
+from bench.noise import corrupt_folder
 from models.audit import run_audit
 from models.config import AuditConfig
-from models.evaluate import evaluate_audit
-from models.noise import corrupt_folder
 from tests.conftest import copy_hc18
 
 SHORT = AuditConfig(size=64, epochs=30, batch_size=4, seed=0)

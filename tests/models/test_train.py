@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from models import train
-from models.cases import load_dataset
 from models.config import AuditConfig
+from models.dataset import load_dataset
 from models.label_filter import FilterResult
 
 

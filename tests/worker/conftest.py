@@ -28,7 +28,7 @@ from sqlalchemy import func, select
 from app.db import migrate
 from app.db.enums import Role
 from app.db.session import make_engine, make_sessions
-from app.db.tables import Audit, CaseResult
+from app.db.tables import Audit, ResultRow
 from app.main import create_app
 from app.services import keys
 from app.settings import Settings
@@ -136,8 +136,8 @@ class Service:
     def result_counts(self, audit_id: int) -> tuple[int, int]:
         """(result rows, distinct cases) of an audit."""
         with self.api.sessions() as session:
-            query = select(func.count(), func.count(CaseResult.case_id.distinct())).where(
-                CaseResult.audit_id == audit_id
+            query = select(func.count(), func.count(ResultRow.case_id.distinct())).where(
+                ResultRow.audit_id == audit_id
             )
             rows, cases = session.execute(query).one()
             return int(rows), int(cases)

@@ -34,7 +34,7 @@ def test_time_limits_must_fit_inside_the_visibility_timeout(tmp_path):
 
 def test_loading_the_worker_loads_no_torch(tmp_path):
     code = (
-        "import sys, worker.celery_app, worker.tasks, worker.cli, worker.reconcile\n"
+        "import sys, worker.celery_app, worker.tasks, cli.worker, worker.reconcile\n"
         "assert 'segaudit.run_audit' in worker.celery_app.celery.tasks\n"
         "print(','.join(m for m in ('torch', 'monai') if m in sys.modules))"
     )

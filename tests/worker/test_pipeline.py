@@ -9,10 +9,10 @@ import json
 import pytest
 
 from app.db.session import make_engine, make_sessions
-from app.services import runs
+from app.services import lifecycle
 from app.settings import Settings
 from app.storage import Store
-from models import outputs
+from imaging import layout
 from tests.app.conftest import load_dataset, submit
 from tests.worker.conftest import TINY
 from worker.pipeline import Outcome, Transient, run_audit_job, run_folder
@@ -26,7 +26,7 @@ def test_a_shutdown_hands_the_audit_back_and_the_next_attempt_resumes(
     service = make_service()
     audit_id = submit(service.api, load_dataset(service.api, *hc18_cases), **TINY)["id"]
     store, settings = service.api.store, service.settings
-    checkpoint = run_folder(store, audit_id) / "out" / outputs.MODEL
+    checkpoint = run_folder(store, audit_id) / "out" / layout.MODEL
     job = {"sessions": service.api.sessions, "store": store, "settings": settings}
 
     outcome = run_audit_job(audit_id, **job, task_id="t-1", should_stop=checkpoint.is_file)
@@ -39,7 +39,7 @@ def test_a_shutdown_hands_the_audit_back_and_the_next_attempt_resumes(
     audit = service.audit(audit_id)
     # A shutdown does not use up an attempt: deploys must not fail long audits.
     assert (audit.status, audit.attempts, audit.task_id) == ("succeeded", 1, "t-2")
-    run = json.loads((checkpoint.parent / outputs.RUN).read_text())
+    run = json.loads((checkpoint.parent / layout.RUN).read_text())
     assert run["resumed_from_epoch"] >= 1 and len(run["history"]) == TINY["epochs"]
     assert service.result_counts(audit_id) == (8, 8)
     assert run_audit_job(audit_id, **job, task_id="t-1") is Outcome.skipped  # a redelivery
@@ -64,8 +64,8 @@ def test_a_takeover_stops_the_first_worker_at_its_next_report(make_service, hc18
     def take_over() -> bool:  # another worker claims the audit while this one trains
         if not taken and (run_folder(service.api.store, audit_id) / "out").is_dir():
             with service.api.sessions() as session:
-                runs.release_audit(session, audit_id)
-                taken.append(runs.claim_audit(session, audit_id, task_id="t-2") is not None)
+                lifecycle.release_audit(session, audit_id)
+                taken.append(lifecycle.claim_audit(session, audit_id, task_id="t-2") is not None)
         return False
 
     outcome = run_audit_job(

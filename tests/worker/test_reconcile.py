@@ -14,7 +14,7 @@ from sqlalchemy import update
 
 from app.db.tables import Audit
 from app.queue import make_client
-from app.services import runs
+from app.services import lifecycle
 from tests.app.conftest import load_dataset, submit
 from tests.worker.conftest import TINY
 from worker.reconcile import reconcile
@@ -50,7 +50,7 @@ def test_a_running_audit_whose_heartbeat_stopped_is_requeued_then_failed(setup):
     audit_id = submit(service.api, loaded, **TINY)["id"]
     broker.delete(queue)
     with service.api.sessions() as session:
-        assert runs.claim_audit(session, audit_id, task_id="t-1") is not None
+        assert lifecycle.claim_audit(session, audit_id, task_id="t-1") is not None
     sessions = service.api.sessions
     assert reconcile(sessions, client, service.settings).requeued == []  # heartbeat fresh
 
@@ -63,7 +63,9 @@ def test_a_running_audit_whose_heartbeat_stopped_is_requeued_then_failed(setup):
 
     for attempt in (2, 3):  # claimed again and lost again, up to max_attempts (3)
         with service.api.sessions() as session:
-            assert runs.claim_audit(session, audit_id, task_id=f"t-{attempt}").attempts == attempt
+            assert (
+                lifecycle.claim_audit(session, audit_id, task_id=f"t-{attempt}").attempts == attempt
+            )
         _age(service, audit_id, seconds=10, column="heartbeat_at")
         done = reconcile(sessions, client, service.settings)
     assert (done.requeued, done.failed) == ([], [audit_id])

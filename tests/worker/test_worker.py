@@ -19,7 +19,7 @@ from PIL import Image
 from sqlalchemy import select
 
 from app.db.tables import Case, StoredFile
-from models import outputs
+from imaging import layout
 from tests.app.conftest import load_dataset, submit
 from tests.worker.conftest import TINY, free_port, wait_until
 from worker.pipeline import run_folder
@@ -82,7 +82,7 @@ def test_an_upload_over_http_is_audited_by_a_worker(make_service, hc18_cases, tm
     assert len((export / "scores.csv").read_text().splitlines()) == 9
     # The run folder keeps the trained network and the run's record, nothing else.
     out = run_folder(service.api.store, audit_id) / "out"
-    assert sorted(p.name for p in out.iterdir()) == [outputs.MODEL, outputs.RUN]
+    assert sorted(p.name for p in out.iterdir()) == [layout.MODEL, layout.RUN]
 
 
 def test_a_killed_worker_is_replaced_and_the_audit_resumes(make_service, hc18_cases):
@@ -90,7 +90,7 @@ def test_a_killed_worker_is_replaced_and_the_audit_resumes(make_service, hc18_ca
     loaded = load_dataset(service.api, *hc18_cases)
     worker = service.worker()
     audit_id = submit(service.api, loaded, **{**TINY, "epochs": 24})["id"]
-    checkpoint = run_folder(service.api.store, audit_id) / "out" / outputs.MODEL
+    checkpoint = run_folder(service.api.store, audit_id) / "out" / layout.MODEL
 
     def mid_training() -> bool:
         audit = service.audit(audit_id)
@@ -105,7 +105,7 @@ def test_a_killed_worker_is_replaced_and_the_audit_resumes(make_service, hc18_ca
     audit = service.wait_status(audit_id, "succeeded", replacement)
     assert audit.attempts == 2
     assert f"requeued [{audit_id}]" in replacement.text()  # its heartbeat had stopped
-    run = json.loads((checkpoint.parent / outputs.RUN).read_text())
+    run = json.loads((checkpoint.parent / layout.RUN).read_text())
     assert 1 <= run["resumed_from_epoch"] < 24  # resumed from a checkpoint, not from scratch
     assert len(run["history"]) == 24
     assert service.result_counts(audit_id) == (8, 8)  # one result row per case
@@ -116,7 +116,7 @@ def test_a_worker_told_to_stop_hands_its_audit_back(make_service, hc18_cases):
     loaded = load_dataset(service.api, *hc18_cases)
     worker = service.worker()
     audit_id = submit(service.api, loaded, **{**TINY, "epochs": 200})["id"]
-    checkpoint = run_folder(service.api.store, audit_id) / "out" / outputs.MODEL
+    checkpoint = run_folder(service.api.store, audit_id) / "out" / layout.MODEL
     wait_until(checkpoint.is_file, 90, "a checkpoint", worker)
     stopped_at = time.monotonic()
     worker.process.send_signal(signal.SIGTERM)  # a deploy, docker compose stop

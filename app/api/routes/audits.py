@@ -5,7 +5,16 @@ from __future__ import annotations
 from fastapi import APIRouter
 from sqlalchemy.orm import Session
 
-from app.api.deps import Annotator, EnqueueDep, Limit, Offset, SessionDep, Viewer
+from app.api.deps import (
+    Annotator,
+    AnnotatorAuditDep,
+    AuditDep,
+    EnqueueDep,
+    Limit,
+    Offset,
+    SessionDep,
+    Viewer,
+)
 from app.api.docs import errors_of
 from app.db.enums import AuditStatus
 from app.db.tables import Audit
@@ -60,12 +69,12 @@ def list_audits(
 
 
 @router.get("/{audit_id}", responses=errors_of(404))
-def get_audit(audit_id: int, session: SessionDep, principal: Viewer) -> AuditOut:
+def get_audit(audit: AuditDep, session: SessionDep) -> AuditOut:
     """An audit's status, progress (phase, epoch, percent, ETA) and, once done, its summary."""
-    return _out(session, audits.get_audit(session, principal.project_id, audit_id))
+    return _out(session, audit)
 
 
 @router.post("/{audit_id}/cancel", responses=errors_of(404, 409))
-def cancel_audit(audit_id: int, session: SessionDep, principal: Annotator) -> AuditOut:
+def cancel_audit(audit: AnnotatorAuditDep, session: SessionDep) -> AuditOut:
     """Cancel a queued or running audit (409 if it has already finished)."""
-    return _out(session, audits.cancel_audit(session, principal.project_id, audit_id))
+    return _out(session, audits.cancel_audit(session, audit))

@@ -7,7 +7,17 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import Annotator, Limit, Offset, SessionDep, SettingsDep, StoreDep, Viewer
+from app.api.deps import (
+    Annotator,
+    AnnotatorDatasetDep,
+    DatasetDep,
+    Limit,
+    Offset,
+    SessionDep,
+    SettingsDep,
+    StoreDep,
+    Viewer,
+)
 from app.api.docs import UPLOAD_BODY, errors_of
 from app.api.upload import receive_upload
 from app.db.tables import Case, Dataset
@@ -47,9 +57,9 @@ def list_datasets(
 
 
 @router.get("/{dataset_id}", responses=errors_of(404))
-def get_dataset(dataset_id: int, session: SessionDep, principal: Viewer) -> DatasetOut:
+def get_dataset(dataset: DatasetDep, session: SessionDep) -> DatasetOut:
     """One dataset, with its number of cases."""
-    return _out(session, datasets.get_dataset(session, principal.project_id, dataset_id))
+    return _out(session, dataset)
 
 
 @router.post(
@@ -59,12 +69,11 @@ def get_dataset(dataset_id: int, session: SessionDep, principal: Viewer) -> Data
     responses=errors_of(404, 409, 413, 422),
 )
 async def upload_images(
-    dataset_id: int,
+    dataset: AnnotatorDatasetDep,
     request: Request,
     session: SessionDep,
     store: StoreDep,
     settings: SettingsDep,
-    principal: Annotator,
 ) -> CasesAdded:
     """Add images as files or one zip (folders in it are flattened): each becomes a case named
     after its file. DICOM: a PACS export (files or zips, nested any way, with or without a
@@ -72,9 +81,6 @@ async def upload_images(
     and what is not an image is left out with a note. Every image is read and checked first;
     one bad file refuses the upload and nothing is kept.
     """
-    dataset = await run_in_threadpool(
-        datasets.get_dataset, session, principal.project_id, dataset_id
-    )
     notes: list[str] = []
     with store.staging() as folder:
         received = await receive_upload(request, settings, folder)
@@ -89,14 +95,9 @@ async def upload_images(
 
 @router.get("/{dataset_id}/cases", responses=errors_of(404))
 def list_cases(
-    dataset_id: int,
-    session: SessionDep,
-    principal: Viewer,
-    limit: Limit = 50,
-    offset: Offset = 0,
+    dataset: DatasetDep, session: SessionDep, limit: Limit = 50, offset: Offset = 0
 ) -> Page[CaseOut]:
     """List the dataset's cases by name."""
-    dataset = datasets.get_dataset(session, principal.project_id, dataset_id)
     page = datasets.list_cases(session, dataset, limit=limit, offset=offset)
     items = [CaseOut.of(c) for c in page.items]
     return Page(items=items, total=page.total, limit=limit, offset=offset)

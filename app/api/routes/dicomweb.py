@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.deps import Annotator, Reviewer, SessionDep, SettingsDep, StoreDep
+from app.api.deps import AnnotatorDatasetDep, ReviewerAuditDep, SessionDep, SettingsDep, StoreDep
 from app.api.docs import errors_of
 from app.schemas import CaseOut, CasesAdded, DicomwebPull, DicomwebPush, DicomwebPushed
-from app.services import audits, datasets, dicomweb
+from app.services import dicomweb
 from app.services.dicomweb import Server
 
 router = APIRouter(tags=["dicomweb"])
@@ -24,18 +24,16 @@ def _server(body: DicomwebPull | DicomwebPush) -> Server:
     responses=errors_of(404, 409, 413, 422, 502),
 )
 def pull(
-    dataset_id: int,
+    dataset: AnnotatorDatasetDep,
     body: DicomwebPull,
     session: SessionDep,
     store: StoreDep,
     settings: SettingsDep,
-    principal: Annotator,
 ) -> CasesAdded:
     """Retrieve a study, or some of its series, from a DICOMweb server (QIDO-RS, WADO-RS) into
     the dataset: each image series becomes a case, checked as an uploaded PACS export is;
     objects that are not images are left out with a note. A PACS failure is a 502 `pacs_error`.
     """
-    dataset = datasets.get_dataset(session, principal.project_id, dataset_id)
     with store.staging() as folder:
         cases, notes = dicomweb.pull(
             session,
@@ -52,17 +50,15 @@ def pull(
 
 @router.post("/v1/audits/{audit_id}/dicomweb/push", responses=errors_of(404, 409, 422, 502))
 def push(
-    audit_id: int,
+    audit: ReviewerAuditDep,
     body: DicomwebPush,
     session: SessionDep,
     store: StoreDep,
     settings: SettingsDep,
-    principal: Reviewer,
 ) -> DicomwebPushed:
     """Store the audit's cleansed DICOM-SEG (or RTSTRUCT) objects on a DICOMweb server
     (STOW-RS); they reference the series they were drawn on. Needs a reviewer's key: it puts
     results into a clinical archive. A PACS failure is a 502 `pacs_error`.
     """
-    audit = audits.get_audit(session, principal.project_id, audit_id)
     cases, stored = dicomweb.push(session, store, audit, settings, _server(body), cases=body.cases)
     return DicomwebPushed(url=body.url, cases=cases, instances=stored)

@@ -5,19 +5,29 @@ from __future__ import annotations
 import shutil
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 
-from app.api.deps import Limit, Offset, Reviewer, SessionDep, StoreDep, Viewer
+from app.api.deps import (
+    AuditDep,
+    Limit,
+    Offset,
+    Reviewer,
+    ReviewerAuditDep,
+    SessionDep,
+    StoreDep,
+    Viewer,
+)
 from app.api.docs import errors_of
+from app.db.enums import AuditStatus
+from app.db.tables import Audit
 from app.schemas import HistoryItem, Page, ResultDetail, ResultOut, ReviewCreate, ReviewOut
-from app.services import audits, results, reviews
-from app.services.keys import Principal
+from app.services import results, reviews
 from app.services.results import FileKind
 from app.storage import Store
-from models.io import DICOM_RTSTRUCT, DICOM_SEG
+from imaging.geometry import DICOM_RTSTRUCT, DICOM_SEG
 
 router = APIRouter(tags=["results"])
 
@@ -32,6 +42,16 @@ Sort = Literal[
     "-noise_score", "noise_score", "rank", "-rank", "case", "-case", "-dice_gap", "dice_gap"
 ]
 Score = Annotated[float | None, Query(ge=0, le=1, description="noise_score bound")]
+
+
+def _case_name(case: str) -> str:
+    return case
+
+
+# A case's name in the path. A dependency only so that it follows ``audit_id`` (which the
+# audit's dependency brings) in the operation's parameters, as it does in the path.
+CaseName = Annotated[str, Depends(_case_name)]
+
 DOWNLOADS: dict[str, FileKind] = {
     "cleansed-mask": "cleansed",
     "issue-map": "issue_map",
@@ -41,9 +61,8 @@ DOWNLOADS: dict[str, FileKind] = {
 
 @router.get("/v1/audits/{audit_id}/cases", responses=errors_of(404, 422))
 def list_results(
-    audit_id: int,
+    audit: AuditDep,
     session: SessionDep,
-    principal: Viewer,
     sort: Sort = "-noise_score",
     flagged: bool | None = None,
     min_score: Score = None,
@@ -54,7 +73,6 @@ def list_results(
     """The audit's per-case scores, most suspect first by default; filter by `flagged` and
     a `noise_score` range, sort by `noise_score`, `rank`, `case` or `dice_gap` (`-` = descending).
     """
-    audit = audits.get_audit(session, principal.project_id, audit_id)
     page = results.list_results(
         session,
         audit,
@@ -70,9 +88,8 @@ def list_results(
 
 
 @router.get("/v1/audits/{audit_id}/cases/{case}", responses=errors_of(404))
-def get_result(audit_id: int, case: str, session: SessionDep, principal: Viewer) -> ResultDetail:
+def get_result(audit: AuditDep, case: CaseName, session: SessionDep) -> ResultDetail:
     """One case's figures (`case` is its name), links to its masks, and its reviews."""
-    audit = audits.get_audit(session, principal.project_id, audit_id)
     result = results.get_result(session, audit, case)
     base = f"/v1/audits/{audit.id}/cases/{case}"
     files = {
@@ -89,9 +106,8 @@ def get_result(audit_id: int, case: str, session: SessionDep, principal: Viewer)
 
 
 def _download(
-    audit_id: int, case: str, kind: FileKind, session: Session, store: Store, principal: Principal
+    audit: Audit, case: str, kind: FileKind, session: Session, store: Store
 ) -> FileResponse:
-    audit = audits.get_audit(session, principal.project_id, audit_id)
     path, stored = results.result_file(session, store, audit, case, kind)
     gzipped = stored.name.lower().endswith(".gz")  # e.g. a DICOM case's .nii.gz issue map
     media = "application/gzip" if gzipped else MEDIA_TYPES.get(stored.format)
@@ -105,10 +121,10 @@ def _download(
     responses=errors_of(404),
 )
 def cleansed_mask(
-    audit_id: int, case: str, session: SessionDep, store: StoreDep, principal: Viewer
+    audit: AuditDep, case: CaseName, session: SessionDep, store: StoreDep
 ) -> FileResponse:
     """The cleansed mask, in the format, grid and dtype of the given mask."""
-    return _download(audit_id, case, "cleansed", session, store, principal)
+    return _download(audit, case, "cleansed", session, store)
 
 
 @router.get(
@@ -117,12 +133,12 @@ def cleansed_mask(
     responses=errors_of(404),
 )
 def issue_map(
-    audit_id: int, case: str, session: SessionDep, store: StoreDep, principal: Viewer
+    audit: AuditDep, case: CaseName, session: SessionDep, store: StoreDep
 ) -> FileResponse:
     """Per pixel, the probability that the given label is wrong (uint8 0..255), in the mask's
     format.
     """
-    return _download(audit_id, case, "issue_map", session, store, principal)
+    return _download(audit, case, "issue_map", session, store)
 
 
 @router.get(
@@ -131,10 +147,10 @@ def issue_map(
     responses=errors_of(404),
 )
 def pseudo_label(
-    audit_id: int, case: str, session: SessionDep, store: StoreDep, principal: Viewer
+    audit: AuditDep, case: CaseName, session: SessionDep, store: StoreDep
 ) -> FileResponse:
     """The suggested pseudo label (offered for every case), in the mask's format."""
-    return _download(audit_id, case, "pseudo_label", session, store, principal)
+    return _download(audit, case, "pseudo_label", session, store)
 
 
 @router.get(
@@ -145,9 +161,8 @@ def pseudo_label(
         **errors_of(404, 409),
     },
 )
-def export(audit_id: int, session: SessionDep, store: StoreDep, principal: Viewer) -> FileResponse:
+def export(audit: AuditDep, session: SessionDep, store: StoreDep) -> FileResponse:
     """A zip of every cleansed mask (`cleansed/<case><ext>`) with `scores.csv`."""
-    audit = audits.get_audit(session, principal.project_id, audit_id)
     folder = store.new_folder()
     try:
         archive = results.export_zip(session, store, audit, folder)
@@ -168,10 +183,13 @@ def export(audit_id: int, session: SessionDep, store: StoreDep, principal: Viewe
     responses=errors_of(404, 409, 422),
 )
 def review(
-    audit_id: int, case: str, body: ReviewCreate, session: SessionDep, principal: Reviewer
+    audit: ReviewerAuditDep,
+    case: CaseName,
+    body: ReviewCreate,
+    session: SessionDep,
+    principal: Reviewer,
 ) -> ReviewOut:
     """Record a decision on the case's result; earlier reviews are kept, never overwritten."""
-    audit = audits.get_audit(session, principal.project_id, audit_id)
     row = reviews.add_review(
         session, principal, audit, case, decision=body.decision, comment=body.comment
     )
@@ -185,7 +203,7 @@ def case_history(case_id: int, session: SessionDep, principal: Viewer) -> list[H
         HistoryItem(
             audit_id=audit.id,
             annotation_set_id=audit.annotation_set_id,
-            audit_status=audit.status,
+            audit_status=AuditStatus(audit.status),
             audit_created_at=audit.created_at,
             result=ResultOut.of(result),
         )

@@ -1,0 +1,134 @@
+"""Finding, pairing, reading and checking the cases of an audit.
+
+A case is an image and a mask with the same file name stem in two folders, or, for DICOM input
+(a folder or zip of series with SEG or RTSTRUCT masks), a series and the mask that references it
+(``imaging.dicom.cases``). ``read_case`` reads one case and applies every rule of
+``imaging.checks`` to it; the first problem found is raised as an ``InputError`` that names the
+case.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from imaging import checks
+from imaging.dicom.cases import DicomPair, find_pairs
+from imaging.dicom.source import is_dicom_input
+from imaging.errors import ErrorCode, InputError
+from imaging.formats import FORMATS, format_of, read_image, read_mask, split_name
+from imaging.geometry import Loaded
+
+
+@dataclass(frozen=True)
+class CaseFiles:
+    case_id: str
+    image: Path
+    mask: Path
+    dicom: DicomPair | None = None  # for DICOM input: the series and its SEG or RTSTRUCT
+
+
+@dataclass(frozen=True)
+class CheckedCase:
+    """One case as read from its files, every rule checked: image ``(C, *spatial)`` float32,
+    mask ``(*spatial)`` in its stored dtype, and the mask's largest class.
+    """
+
+    files: CaseFiles
+    image: Loaded
+    mask: Loaded
+    max_label: int
+
+
+def index_folder(folder: Path, what: str) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise InputError(
+            ErrorCode.NOT_A_FOLDER, f"the {what} folder {folder} does not exist or is not a folder"
+        )
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or path.is_dir():
+            continue
+        stem, ext = split_name(path)
+        if format_of(path) is None:
+            supported = ", ".join(sorted(set(FORMATS)))
+            raise InputError(
+                ErrorCode.UNSUPPORTED_FORMAT,
+                f"{what} file {path.name} has an unsupported extension '{ext}' "
+                f"(supported: {supported})",
+                case=stem,
+            )
+        if stem in found:
+            raise InputError(
+                ErrorCode.DUPLICATE_CASE,
+                f"two {what} files share the name {stem}: {found[stem].name} and {path.name}",
+                case=stem,
+            )
+        found[stem] = path
+    if not found:
+        raise InputError(
+            ErrorCode.EMPTY_FOLDER, f"the {what} folder {folder} holds no {what} files"
+        )
+    return found
+
+
+def find_cases(images_dir: Path, masks_dir: Path) -> list[CaseFiles]:
+    """Pair images with masks by file stem; every image needs a mask and every mask an image.
+
+    DICOM input is paired by the UIDs that each mask references instead.
+    """
+    if is_dicom_input(Path(images_dir)) or is_dicom_input(Path(masks_dir)):
+        pairs, _ = find_pairs(Path(images_dir), Path(masks_dir))
+        return [CaseFiles(p.case_id, p.image_path, p.mask_path, p) for p in pairs]
+    images = index_folder(Path(images_dir), "image")
+    masks = index_folder(Path(masks_dir), "mask")
+    for stems, have, lack, code in (
+        (sorted(set(images) - set(masks)), "image", "mask", ErrorCode.MISSING_MASK),
+        (sorted(set(masks) - set(images)), "mask", "image", ErrorCode.MISSING_IMAGE),
+    ):
+        if stems:
+            others = len(stems) - 1
+            more = {0: "", 1: " (1 more case has the same problem)"}.get(
+                others, f" ({others} more cases have the same problem)"
+            )
+            source = images if have == "image" else masks
+            raise InputError(
+                code,
+                f"{have} {source[stems[0]].name} has no {lack} with the same name{more}",
+                case=stems[0],
+            )
+    return [CaseFiles(stem, images[stem], masks[stem]) for stem in sorted(images)]
+
+
+def read_case_image(files: CaseFiles) -> Loaded:
+    if files.dicom is not None:
+        return files.dicom.read_image()
+    return read_image(files.image, case=files.case_id)
+
+
+def read_case_mask(files: CaseFiles) -> Loaded:
+    if files.dicom is not None:
+        return files.dicom.read_mask()
+    return read_mask(files.mask, case=files.case_id)
+
+
+def read_case(files: CaseFiles, *, limit: int, explicit: bool) -> CheckedCase:
+    """Read one case and check it: the mask on the image's grid, finite image values, class
+    indices below ``limit`` (``explicit``: the user's ``num_classes``).
+    """
+    image = read_case_image(files)
+    mask = read_case_mask(files)
+    case = files.case_id
+    checks.check_same_grid(
+        tuple(image.array.shape[1:]),
+        image.geometry.affine,
+        mask.geometry,
+        image_name=files.image.name,
+        mask_name=files.mask.name,
+        case=case,
+    )
+    checks.check_image_values(image.array, name=files.image.name, case=case)
+    top = checks.check_mask_values(
+        mask.array, name=files.mask.name, case=case, limit=limit, explicit=explicit
+    )
+    return CheckedCase(files, image, mask, top)

@@ -1,0 +1,26 @@
+"""Writing a label map or an issue map back in the input's own form: its file format, or a
+DICOM SEG or RTSTRUCT for masks that were read from DICOM.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from imaging.dicom.export import write_mask
+from imaging.formats import write_file
+from imaging.geometry import Geometry
+
+
+def write_array(path: Path, array: np.ndarray, geometry: Geometry, *, kind: str = "") -> None:
+    """Write ``array`` (same spatial shape as ``geometry``) at ``path``.
+
+    A ``.dcm`` path on a DICOM geometry becomes a SEG or RTSTRUCT of the source series; ``kind``
+    (``imaging.layout.CLEANSED`` or ``PSEUDO``) says what it is in its description.
+    """
+    if geometry.is_dicom and path.suffix.lower() == ".dcm":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_mask(path, array, geometry, kind=kind)
+    else:
+        write_file(path, array, geometry)
