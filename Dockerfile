@@ -24,7 +24,7 @@ WORKDIR /app
 COPY requirements.lock ./
 RUN pip install --index-url "https://download.pytorch.org/whl/${TORCH_VARIANT}" \
         "torch==${TORCH_VERSION}" \
-    && grep -v -E '^(cleanlab|pytest|ruff|iniconfig|pluggy|mypy|mypy_extensions|librt|pathspec)==' requirements.lock > /tmp/req.txt \
+    && grep -v -E '^(cleanlab|pytest|ruff|iniconfig|pluggy|mypy|mypy_extensions|librt|pathspec|ast_serialize)==' requirements.lock > /tmp/req.txt \
     && pip install -r /tmp/req.txt "flower>=2.0,<3" \
     && rm /tmp/req.txt
 

@@ -18,16 +18,12 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import threading
 import time
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import kombu.exceptions
-import redis.exceptions
-import sqlalchemy.exc
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -40,6 +36,8 @@ from imaging import layout
 from imaging.errors import ErrorCode, SegauditError
 from models.config import AuditConfig
 from worker.progress import Eta, Throttle, percent_done
+from worker.transient import TRANSIENT, Transient
+from worker.watch import Watch
 
 if TYPE_CHECKING:
     from models.audit import AuditResult
@@ -47,14 +45,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Errors that say the database or the broker is unreachable for now: the task is retried.
-TRANSIENT: tuple[type[BaseException], ...] = (
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    kombu.exceptions.OperationalError,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-)
 HARD_LIMIT_EXIT = 70  # EX_SOFTWARE: the process is ended at the hard time limit
 
 
@@ -65,12 +55,6 @@ class Outcome(StrEnum):
     cancelled = "cancelled"
     lost = "lost"  # another worker took the audit over (or it was requeued); its folder stays
     released = "released"  # the worker is shutting down: the audit is back in the queue
-
-
-class Transient(Exception):
-    """The database or the broker failed for now; the audit was put back in the queue where
-    the database allowed it. The task should be retried later.
-    """
 
 
 Sessions = sessionmaker[Session]
@@ -158,7 +142,7 @@ class _Attempt:
         self.should_stop = should_stop
         self.folder = run_folder(store, audit_id)
         self.started = time.monotonic()
-        self.watch = _Watch(
+        self.watch = Watch(
             self._beat,
             interval=settings.heartbeat_timeout_s / 4,
             hard_limit_s=settings.audit_time_limit_s,
@@ -324,48 +308,6 @@ class _Reporter:
         )
         if not alive:
             raise _Stop(StopReason.lost)
-
-
-class _Watch(threading.Thread):
-    """Refreshes the heartbeat from its own session while the engine runs, so that a long phase
-    between reports is never taken for a dead worker; notices a cancel or a takeover; ends the
-    process at the hard time limit (a stuck step cannot be interrupted from inside).
-    """
-
-    def __init__(
-        self,
-        beat: Callable[[], bool],
-        *,
-        interval: float,
-        hard_limit_s: float,
-        on_hard_limit: Callable[[], None],
-    ) -> None:
-        super().__init__(name="segaudit-heartbeat", daemon=True)
-        self.beat = beat
-        self.interval = interval
-        self.deadline = time.monotonic() + hard_limit_s
-        self.on_hard_limit = on_hard_limit
-        self.lost = threading.Event()
-        self._done = threading.Event()
-
-    def run(self) -> None:
-        while not self._done.wait(min(self.interval, max(self.deadline - time.monotonic(), 0))):
-            if time.monotonic() >= self.deadline:
-                self.on_hard_limit()
-                return
-            try:
-                alive = self.beat()
-            except TRANSIENT as exc:  # the next beat may get through; the run goes on
-                log.warning("heartbeat failed: %s", exc)
-                continue
-            if not alive:
-                self.lost.set()
-                return
-
-    def stop(self) -> None:
-        self._done.set()
-        if self.is_alive() and threading.current_thread() is not self:
-            self.join(timeout=5)
 
 
 def _fail(

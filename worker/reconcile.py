@@ -26,7 +26,8 @@ from app.queue import send_audit
 from app.services import lifecycle
 from app.settings import Settings
 from worker.context import Context
-from worker.pipeline import TRANSIENT, Sessions
+from worker.pipeline import Sessions
+from worker.transient import TRANSIENT
 
 log = logging.getLogger(__name__)
 

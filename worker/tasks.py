@@ -13,7 +13,8 @@ from celery.exceptions import Reject
 from app.queue import RUN_AUDIT
 from worker.celery_app import celery, shutdown_requested
 from worker.context import context
-from worker.pipeline import Outcome, Transient, run_audit_job
+from worker.pipeline import Outcome, run_audit_job
+from worker.transient import Transient
 
 log = logging.getLogger(__name__)
 

@@ -107,7 +107,7 @@ def migrated(
         engine.dispose()
         return
     server = request.getfixturevalue("pg_server")
-    name = f"segaudit_test_{RUN}"
+    name = f"segaudit_test_{RUN}_{uuid.uuid4().hex[:6]}"  # one per conftest that uses it
     engine = make_engine(server.create(name))
     migrate.upgrade(engine)
     yield engine
@@ -307,7 +307,7 @@ def engine_outputs(
             (layout.ISSUE_MAPS, issues),
         ):
             files[folder] = Path(folder) / mask.name
-            write_array(out / files[folder], array, given.geometry)
+            write_array(out / files[folder], array, given.geometry, kind=folder)
         depth = given.geometry.shape[2] if given.geometry.is_3d else 0
         results.append(
             CaseResult(

@@ -15,7 +15,8 @@ from app.storage import Store
 from imaging import layout
 from tests.app.conftest import load_dataset, submit
 from tests.worker.conftest import TINY
-from worker.pipeline import Outcome, Transient, run_audit_job, run_folder
+from worker.pipeline import Outcome, run_audit_job, run_folder
+from worker.transient import Transient
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # torch in this process: one thread
 

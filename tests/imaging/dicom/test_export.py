@@ -8,6 +8,7 @@ import pydicom
 import pytest
 
 import models
+from imaging import layout
 from imaging.dicom.cases import find_pairs
 from imaging.dicom.export import build_seg
 from imaging.formats import issue_map_target, output_extension
@@ -57,7 +58,7 @@ def test_cleansed_seg_is_valid_and_exactly_the_mask(tmp_path, built, index):
         / "cleansed"
         / f"{pair.case_id}{output_extension(pair.mask_path, given.geometry)}"
     )
-    write_array(path, cleansed, given.geometry)
+    write_array(path, cleansed, given.geometry, kind=layout.CLEANSED)
     assert path.suffix == ".dcm"
     assert dciodvfy_errors(path) == []
     ds = pydicom.dcmread(path)
@@ -105,7 +106,7 @@ def test_fractional_input_gives_a_fractional_output(tmp_path, built):
     (pair,) = pairs_by_name(tmp_path, [case]).values()
     given = pair.read_mask()
     path = tmp_path / "out" / "cleansed" / "x.dcm"
-    write_array(path, given.array, given.geometry)
+    write_array(path, given.array, given.geometry, kind=layout.CLEANSED)
     ds = hd.seg.segread(path)
     assert ds.SegmentationType == "FRACTIONAL" and ds.MaximumFractionalValue == 255
     assert dciodvfy_errors(path) == []
