@@ -15,7 +15,7 @@ from app.db.session import make_engine, make_sessions
 from app.queue import make_client
 from app.settings import Settings, get_settings
 from app.storage import Store
-from models import __version__
+from imaging import __version__
 
 DESCRIPTION = """\
 Upload images and masks, audit the masks for label noise, read per-case noise scores and

@@ -4,4 +4,6 @@ Nothing here imports a service (FastAPI, Celery, SQLAlchemy); the service, the w
 command line all call ``models.audit.run_audit``.
 """
 
-__version__ = "0.1.0"
+from imaging import __version__  # pyproject.toml's, set in one place
+
+__all__ = ["__version__"]

@@ -10,6 +10,7 @@ cli      anything (each command is imported only when it runs)
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 
@@ -115,3 +116,20 @@ def test_importing_all_of_app_loads_neither_torch_nor_monai_nor_the_worker():
     modules = sorted(m for m in graph() if m.split(".")[0] == "app")
     assert "app.main" in modules and "app.services.lifecycle" in modules
     assert _imported_at_run_time(modules, ("torch", "monai", "worker")) == []
+
+
+def test_no_package_imports_another_ones_private_names():
+    found = []
+    for package in OURS:
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    other = node.module.split(".")[0]
+                    if other in OURS and other != package:
+                        private = [
+                            a.name
+                            for a in node.names
+                            if a.name.startswith("_") and not a.name.endswith("__")
+                        ]
+                        found += [f"{path.relative_to(ROOT)}: {node.module}.{n}" for n in private]
+    assert found == []

@@ -33,8 +33,7 @@ from app.errors import Conflict, Invalid
 from app.services.files import publishing
 from app.storage import CHUNK, Store, Written
 from imaging.dicom import rtstruct, seg
-from imaging.dicom.cases import _case_names as case_names  # the engine's own naming rule
-from imaging.dicom.cases import find_pairs
+from imaging.dicom.cases import case_names, find_pairs  # case names: the engine's own rule
 from imaging.dicom.series import Series, group_planes
 from imaging.dicom.source import DicomObject, scan
 from imaging.errors import ErrorCode, InputError

@@ -83,7 +83,7 @@ def _kind(obj: DicomObject) -> str | None:
     return None
 
 
-def _case_names(series: list[Series]) -> dict[str, str]:
+def case_names(series: list[Series]) -> dict[str, str]:
     """Series UID -> readable, stable case name; unique within the dataset."""
 
     def clean(text: str) -> str:
@@ -204,7 +204,7 @@ def find_pairs(images: Path, masks: Path) -> tuple[list[DicomPair], list[str]]:
     if unused:
         shown = "; ".join(unused[:3]) + (" ..." if len(unused) > 3 else "")
         notes.append(f"left out {len(unused)} image series that no mask references: {shown}")
-    names = _case_names(list(series.values()))
+    names = case_names(list(series.values()))
     ordered = sorted(targets, key=lambda uid: names[uid])
     keys: dict[str, int] = {}
     catalogue: dict[int, seg.Segment | rtstruct.Roi] = {}
