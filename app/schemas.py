@@ -337,14 +337,28 @@ class ResultOut(BaseModel):
     case_id: int
     case: str
     rank: int = Field(description="1 = most suspect")
-    noise_score: float = Field(description="1 - clean probability: higher = more likely noisy")
-    clean_prob: float
-    flagged: bool
+    noise_score: float = Field(
+        description="graded in (0, 1): how much more the mask looks like a known-noisy copy "
+        "than like the audit's surest masks (the ranking's order; not a calibrated probability)"
+    )
+    clean_prob: float = Field(description="1 - noise_score")
+    flagged: bool = Field(description="the label filter's mixture put the case in the noisy group")
+    model_uncertain: bool | None = Field(
+        default=None,
+        description="the teacher is unusually unsure near the objects: a hard or unusual image, "
+        "not evidence against the mask",
+    )
     ce: float
     dice_gap: float
     dice: list[float] = Field(description="teacher vs given mask, per foreground class 1..K-1")
     changed_fraction: float
     issue_fraction: float
+    figures: dict[str, float] = Field(
+        default_factory=dict,
+        description="every shape-aware figure by name (docs/method.md): evidence, boundary_*, "
+        "area_ratio, centroid_shift, boundary_iou_gap, missing_*, extra_*, "
+        "confident_disagreement, uncertainty; per class as <figure>_class_<c>",
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -361,6 +375,8 @@ class ResultOut(BaseModel):
                     "dice": [0.38],
                     "changed_fraction": 0.21,
                     "issue_fraction": 0.19,
+                    "model_uncertain": False,
+                    "figures": {"evidence": 3.5, "boundary_mean": -0.12, "missing_objects": 0.0},
                 }
             ]
         }
@@ -380,6 +396,8 @@ class ResultOut(BaseModel):
             dice=result.dice,
             changed_fraction=result.changed_fraction,
             issue_fraction=result.issue_fraction,
+            model_uncertain=result.model_uncertain,
+            figures=result.figures or {},
         )
 
 

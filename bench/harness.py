@@ -29,7 +29,7 @@ from imaging.cases import index_folder
 from imaging.formats import read_mask, split_name
 from imaging.write import write_array
 
-NOISE = {"B": "boundary", "L": "missing", "mixed": "mixed"}
+NOISE = {"B": "boundary", "L": "missing", "P": "polygon", "mixed": "mixed", "clean": "mixed"}
 METHODS = ("selfclean", "naive", "cleanlab")
 DOWNSTREAM = ("selfclean", "naive", "oracle")
 
@@ -44,7 +44,7 @@ class BenchSpec:
     seed: int = 0
     methods: tuple[str, ...] = METHODS
     instances: bool = False  # masks are instance maps: L deletes whole objects
-    size: int = 128
+    size: int | None = None  # working size; None: from the training set's fingerprint
     epochs: int = 40
     train_cases: int = 48
     test_cases: int = 16
@@ -60,7 +60,9 @@ class BenchSpec:
         unknown = sorted(set(self.methods) - set(METHODS))
         if unknown or not self.methods:
             raise ValueError(f"methods must be some of {', '.join(METHODS)}, got {unknown}")
-        if not 0.0 < self.alpha < 1.0:
+        if self.noise == "clean":
+            object.__setattr__(self, "alpha", 0.0)  # the clean cell: every mask is right
+        elif not 0.0 < self.alpha < 1.0:
             raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
         if self.train_cases < 8 or self.test_cases < 1:
             raise ValueError("need at least 8 training cases and 1 test case")
@@ -161,14 +163,15 @@ def _peak_memory_mb() -> dict[str, float | None]:
 def run_method(method: str, spec: BenchSpec, paths: dict[str, Path], out: Path) -> dict[str, Any]:
     """Run one method on the cell's training split (in the calling process)."""
     from bench import peers
+    from imaging.cases import find_cases
     from models.audit import run_audit
     from models.config import AuditConfig
     from models.dataset import load_dataset
+    from models.fingerprint import fingerprint
     from models.network import resolve_device
 
-    config = AuditConfig(
-        **{**spec.config, "size": spec.size, "epochs": spec.epochs, "seed": spec.seed}
-    )
+    size = spec.size or fingerprint(find_cases(paths["train_images"], paths["noisy"])).working_size
+    config = AuditConfig(**{**spec.config, "size": size, "epochs": spec.epochs, "seed": spec.seed})
     device = resolve_device(spec.device)
     started = time.perf_counter()
     if method == "selfclean":
@@ -180,9 +183,7 @@ def run_method(method: str, spec: BenchSpec, paths: dict[str, Path], out: Path) 
     else:
         masks = paths["train_true"] if method == "oracle" else paths["noisy"]
         loaded = time.perf_counter()
-        dataset = load_dataset(
-            paths["train_images"], masks, size=config.size, min_cases=config.min_cases
-        )
+        dataset = load_dataset(paths["train_images"], masks, size=size, min_cases=config.min_cases)
         train_started = time.perf_counter()
         if method == "naive":
             extra = peers.run_naive(dataset, config, device, out)
@@ -300,9 +301,15 @@ def summary_line(entry: dict[str, Any]) -> str:
 
 
 COLUMNS = (
-    "method | AUROC | AP | precision | recall | F1 | Dice corrupted given -> cleansed | "
+    "method | AUROC | AP | flagged | precision | recall | F1 | Dice corrupted given -> cleansed | "
     "Dice clean given -> cleansed | test Dice | wall s | train img/s | peak RSS MB"
 )
+
+
+def _flag_rate(d: dict[str, Any]) -> str:
+    if not d:
+        return "n/a"
+    return f"{d['flagged']}/{d['cases']} ({d['flagged'] / max(d['cases'], 1):.0%})"
 
 
 def markdown_row(method: str, entry: dict[str, Any]) -> str:
@@ -312,6 +319,7 @@ def markdown_row(method: str, entry: dict[str, Any]) -> str:
             method,
             _f(d.get("auroc")),
             _f(d.get("average_precision")),
+            _flag_rate(d),
             _f(d.get("precision")),
             _f(d.get("recall")),
             _f(d.get("f1")),

@@ -4,6 +4,8 @@
   smooth random distortion of its outline;
 - missing (L): delete each object with probability ``q``; a mask with a single object loses all
   of it or a large part (cut along a random line);
+- polygon (P): each object redrawn as the polygon through 5 to 9 points of its outline, as an
+  annotator clicking a few vertices does (per slice for volumes);
 - mixed: half of the corrupted cases B, half L.
 
 Masks are ``(*spatial)`` class indices; objects are connected components of each class.
@@ -20,8 +22,9 @@ from scipy import ndimage
 from imaging.cases import index_folder
 from imaging.formats import read_mask
 from imaging.write import write_array
+from models.synthetic import objects_of
 
-PROTOCOLS = ("boundary", "missing", "mixed")
+PROTOCOLS = ("boundary", "missing", "polygon", "mixed")
 
 
 @dataclass(frozen=True)
@@ -29,16 +32,6 @@ class Corruption:
     case: str
     kind: str  # "boundary", "missing" or "none"
     detail: str
-
-
-def _objects(mask: np.ndarray) -> list[tuple[int, np.ndarray]]:
-    found = []
-    for c in np.unique(mask):
-        if c == 0:
-            continue
-        labels, count = ndimage.label(mask == c)
-        found.extend((int(c), labels == i) for i in range(1, count + 1))
-    return found
 
 
 def _ball(radius: int, ndim: int) -> np.ndarray:
@@ -61,7 +54,7 @@ def corrupt_boundary(mask: np.ndarray, rng: np.random.Generator) -> tuple[np.nda
     """Move every object's boundary: erode, dilate or distort, by 8-20% of its radius."""
     noisy = mask.copy()
     details = []
-    for c, obj in _objects(mask):
+    for c, obj in objects_of(mask):
         radius = (
             (obj.sum() / np.pi) ** (1 / 2)
             if mask.ndim == 2
@@ -90,7 +83,7 @@ def corrupt_missing(
 ) -> tuple[np.ndarray, str]:
     """Delete objects; a lone object is deleted whole or loses 30-70% of itself along a line."""
     noisy = mask.copy()
-    objects = _objects(mask)
+    objects = objects_of(mask)
     if not objects:
         return noisy, "no object to delete"
     if len(objects) == 1:
@@ -112,6 +105,47 @@ def corrupt_missing(
         if gone:
             noisy[obj] = 0
     return noisy, f"deleted {int(drop.sum())} of {len(objects)} objects"
+
+
+def _polygon_2d(obj: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    from PIL import Image, ImageDraw
+
+    edge = np.argwhere(obj & ~ndimage.binary_erosion(obj))
+    if len(edge) < 3:
+        return obj
+    centre = edge.mean(axis=0)
+    angle = np.arctan2(edge[:, 0] - centre[0], edge[:, 1] - centre[1])
+    order = np.argsort(angle)
+    count = int(rng.integers(5, 10))
+    start = rng.uniform(-np.pi, -np.pi + 2 * np.pi / count)
+    picks = []
+    for k in range(count):  # the outline point nearest each of ``count`` evenly spaced angles
+        target = start + 2 * np.pi * k / count
+        picks.append(order[np.argmin(np.abs(np.angle(np.exp(1j * (angle[order] - target)))))])
+    canvas = Image.new("L", (obj.shape[1], obj.shape[0]), 0)
+    ImageDraw.Draw(canvas).polygon([(float(edge[i, 1]), float(edge[i, 0])) for i in picks], fill=1)
+    return np.asarray(canvas, dtype=bool)
+
+
+def corrupt_polygon(mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """Every object as a coarse polygon of its outline (per slice for volumes)."""
+    noisy = mask.copy()
+    objects = objects_of(mask)
+    planes = (
+        (lambda a: [a]) if mask.ndim == 2 else (lambda a: [a[..., z] for z in range(a.shape[-1])])
+    )
+    for c, obj in objects:
+        noisy[obj] = 0
+        drawn = np.zeros_like(obj)
+        for z, plane in enumerate(planes(obj)):
+            if plane.any():
+                poly = _polygon_2d(plane, rng)
+                if mask.ndim == 2:
+                    drawn |= poly
+                else:
+                    drawn[..., z] |= poly
+        noisy[drawn & (noisy == 0)] = c
+    return noisy, f"{len(objects)} objects as polygons"
 
 
 def plan(case_ids: list[str], *, fraction: float, protocol: str, seed: int) -> dict[str, str]:
@@ -150,6 +184,8 @@ def corrupt_folder(
             noisy, detail = corrupt_boundary(loaded.array, rng)
         elif kind == "missing":
             noisy, detail = corrupt_missing(loaded.array, rng)
+        elif kind == "polygon":
+            noisy, detail = corrupt_polygon(loaded.array, rng)
         else:
             noisy, detail = loaded.array, ""
         write_array(out_dir / path.name, noisy, loaded.geometry)

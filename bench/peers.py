@@ -99,6 +99,10 @@ def write_case_mask(case: WorkingCase, labels: np.ndarray, raw: np.ndarray, fold
     write_array(target, from_slices(labels, is_3d=case.geometry.is_3d).astype(dtype), case.geometry)
 
 
+def _size(data: TrainData) -> int:
+    return int(data.images.shape[-1])
+
+
 def write_scores(path: Path, cases: list[str], scores: np.ndarray, flagged: np.ndarray) -> None:
     """``case,noise_score,flagged``, most suspect first (the order detection is judged by)."""
     order = sorted(range(len(cases)), key=lambda i: (-scores[i], cases[i]))
@@ -124,7 +128,9 @@ def run_naive(
             labels = to_original(probs, case.grid).argmax(dim=1).numpy()
         write_case_mask(case, labels, raw, out / "cleansed")
     write_scores(out / "scores.csv", dataset.case_ids, losses, flagged)
-    save_checkpoint(out / "model.pt", state, data, config, dataset.case_ids)
+    save_checkpoint(
+        out / "model.pt", state, data, config, dataset.case_ids, working_size=_size(data)
+    )
     return {"trained_images": float(len(data.masks) * config.epochs)}
 
 
@@ -134,7 +140,9 @@ def run_oracle(
     """Plain training on the true masks; writes model.pt for the downstream comparison."""
     state, data = train_plain(dataset, config, device)
     out.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out / "model.pt", state, data, config, dataset.case_ids)
+    save_checkpoint(
+        out / "model.pt", state, data, config, dataset.case_ids, working_size=_size(data)
+    )
     return {"trained_images": float(len(data.masks) * config.epochs)}
 
 

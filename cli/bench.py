@@ -29,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}"
     )
-    p.add_argument("--size", type=int, default=128, help="working size in px")
+    p.add_argument(
+        "--size", type=int, default=None, help="working size in px (default: from the data)"
+    )
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--train-cases", type=int, default=48)
     p.add_argument("--test-cases", type=int, default=16)

@@ -16,6 +16,7 @@ from bench.noise import corrupt_folder
 from imaging.errors import InputError
 from models.audit import AuditResult, run_audit
 from models.config import AuditConfig
+from models.figure_names import describe
 from models.segment import segment_folder
 from models.train import Progress
 
@@ -54,15 +55,12 @@ class ProgressBars:
                 refresh=False,
             )
             self.bar.update(1)
-        elif p.phase in ("load", "write"):
+        elif p.phase in ("load", "score", "write"):
             if self.phase != p.phase:
-                self._open(
-                    p.phase, p.steps, "checking cases" if p.phase == "load" else "writing", "case"
-                )
+                desc = {"load": "checking cases", "score": "scoring", "write": "writing"}[p.phase]
+                self._open(p.phase, p.steps, desc, "case")
             assert self.bar is not None
             self.bar.update(1)
-        elif p.phase == "score":
-            self.close()
 
     def close(self) -> None:
         if self.bar is not None:
@@ -77,16 +75,27 @@ def _print_table(result: AuditResult, out: Path, top: int) -> None:
     assert isinstance(summary, dict) and isinstance(timings, dict)
     print(f"\nMost suspect cases (of {len(rows)}; {summary['flagged']} flagged as noisy):")
     print(
-        f"{'rank':>4}  {'case':<24} {'noise_score':>11}  {'flagged':<7} {'dice_gap':>8} "
-        f"{'ce':>7} {'changed':>8}"
+        f"{'rank':>4}  {'case':<24} {'evidence':>8}  {'flagged':<7} {'dice_gap':>8} "
+        f"{'changed':>8}  disagreement"
     )
     for rank, r in enumerate(rows[:top], start=1):
+        evidence = r.figures.get("evidence", float("nan"))
         print(
-            f"{rank:>4}  {r.case:<24} {r.noise_score:>11.3f}  {'yes' if r.flagged else 'no':<7} "
-            f"{r.dice_gap:>8.3f} {r.ce:>7.3f} {r.changed_fraction:>8.2%}"
+            f"{rank:>4}  {r.case:<24} {evidence:>8.2f}  {'yes' if r.flagged else 'no':<7} "
+            f"{r.dice_gap:>8.3f} {r.changed_fraction:>8.2%}  {describe(r.figures)}"
+        )
+    uncertain = [r.case for r in rows if r.model_uncertain]
+    if uncertain:
+        print(
+            f"\nThe network was unusually unsure on {len(uncertain)} case(s) (model_uncertain: "
+            f"a hard or unusual image, not evidence against its mask): {', '.join(uncertain[:5])}"
+            + (" ..." if len(uncertain) > 5 else "")
         )
     if summary["filter_degenerate"]:
-        print(f"\nThe label filter found no separate noisy group ({summary['filter_reason']}).")
+        print(
+            f"\nNo case is flagged: the label filter found no separate noisy group "
+            f"({summary['filter_reason']}). The ranking still orders the cases by evidence."
+        )
     print(
         f"\nMeasured: {timings['total_s']:.1f} s in all "
         f"({timings.get('train_s', 0):.1f} s training, "
@@ -201,7 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, required=True, help="output folder (new or empty)")
     p.add_argument("--epochs", type=int, help="training epochs (default 40)")
-    p.add_argument("--size", type=int, help="working size in pixels (default 128)")
+    p.add_argument(
+        "--size", type=int, help="working size in pixels (default: from the data's fingerprint)"
+    )
     p.add_argument(
         "--seed", type=int, help="random seed (default 0); runs on the CPU repeat exactly"
     )

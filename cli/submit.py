@@ -177,13 +177,22 @@ def report(client: httpx.Client, audit: dict[str, Any], out: Path, *, top: int =
         f"audit {audit['id']} succeeded: {summary.get('cases')} cases, "
         f"{summary.get('flagged')} flagged; scores.csv and cleansed/ in {out}/"
     )
+    if summary.get("filter_degenerate"):
+        print(
+            "No case is flagged: the label filter found no separate noisy group "
+            f"({summary.get('filter_reason')}). The ranking still orders the cases by evidence."
+        )
     with (out / "scores.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))[:top]
     if rows:
-        print(f"\n{'rank':>4}  {'case':<24} {'noise_score':>11}  flagged")
+        print(f"\n{'rank':>4}  {'case':<24} {'evidence':>8}  {'flagged':<7}  disagreement")
         for row in rows:
             flag = "yes" if row["flagged"] == "1" else ""
-            print(f"{row['rank']:>4}  {row['case']:<24} {float(row['noise_score']):>11.3f}  {flag}")
+            evidence = float(row.get("evidence") or "nan")
+            print(
+                f"{row['rank']:>4}  {row['case']:<24} {evidence:>8.2f}  {flag:<7}  "
+                f"{row.get('disagreement', '')}"
+            )
     return 0
 
 

@@ -25,23 +25,36 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.special import expit
 
 from imaging import layout
-from imaging.cases import read_case_mask
+from imaging.cases import find_cases, read_case_mask
 from imaging.errors import ErrorCode, InputError
 from imaging.formats import issue_map_target, output_extension
 from imaging.geometry import label_dtype
 from imaging.write import write_array
 from models import outputs
+from models.calibration import Calibration, calibrate
 from models.checkpoint import load_checkpoint, resume_state, save_checkpoint
 from models.cleansing import infer_single_object_classes, issue_map
 from models.config import AuditConfig
 from models.dataset import WorkingCase, WorkingSet, load_dataset
 from models.disagreement import dice_per_class
-from models.label_filter import FilterResult
+from models.figure_names import EVIDENCE
+from models.figures import CaseFigures, Prediction, SizeNorm, measure_case
+from models.fingerprint import Fingerprint, fingerprint
+from models.label_filter import FilterResult, fit_label_filter
 from models.network import predict_probs, resolve_device
 from models.preprocess import as_slices, from_slices, to_original
 from models.results import CaseResult, SliceResult
+from models.scoring import (
+    copies_per_case,
+    reference_cases,
+    ring_at_resolution,
+    scoring_spacing,
+    spatial,
+    synthetic_figures,
+)
 from models.train import (
     Progress,
     ProgressFn,
@@ -52,6 +65,8 @@ from models.train import (
     pseudo_label,
     train,
 )
+
+UNCERTAIN_Z = 3.0  # a teacher this many robust deviations more unsure than usual is "uncertain"
 
 
 @dataclass(frozen=True)
@@ -69,6 +84,8 @@ class _Run:
     masks_dir: Path
     out: Path
     config: AuditConfig
+    size: int  # the working size in effect
+    fingerprint: Fingerprint | None  # when the size came from the data
     device: torch.device
     report: ProgressFn
     dataset: WorkingSet
@@ -135,10 +152,12 @@ def prepare(
     _check_out_dir(out, resume=resume, overwrite=overwrite)
     payload = load_checkpoint(out / layout.MODEL) if resume else None
     started = time.perf_counter()
+    print_ = fingerprint(find_cases(images_dir, masks_dir)) if config.size is None else None
+    size = print_.working_size if print_ is not None else int(config.size or 0)
     dataset = load_dataset(
         images_dir,
         masks_dir,
-        size=config.size,
+        size=size,
         min_cases=config.min_cases,
         num_classes=config.num_classes,
         max_classes=config.max_classes,
@@ -172,6 +191,8 @@ def prepare(
         masks_dir,
         out,
         config,
+        size,
+        print_,
         torch_device,
         report,
         dataset,
@@ -187,7 +208,14 @@ def fit(run: _Run) -> None:
     """Train to the last epoch, checkpointing after each one."""
 
     def on_epoch_end(s: TrainState) -> None:
-        save_checkpoint(run.out / layout.MODEL, s, run.data, run.config, run.dataset.case_ids)
+        save_checkpoint(
+            run.out / layout.MODEL,
+            s,
+            run.data,
+            run.config,
+            run.dataset.case_ids,
+            working_size=run.size,
+        )
 
     started = time.perf_counter()
     try:
@@ -205,33 +233,55 @@ def fit(run: _Run) -> None:
     run.timings["train_s"] = time.perf_counter() - started
 
 
-def score(run: _Run, staging: Path) -> tuple[FilterResult, list[CaseResult]]:
-    """The final label-filter pass, then every case's figures and masks written into
-    ``staging``; returns the pass and the results, most suspect first.
+def score(run: _Run, staging: Path) -> tuple[Verdict, list[CaseResult]]:
+    """The final label-filter pass, then every case's figures at its own resolution, the
+    known-noisy copies, the graded score and the flag; masks written into ``staging``. Returns
+    the verdict and the results, most suspect first.
     """
-    state, config = run.state, run.config
+    state, config, cases = run.state, run.config, run.dataset.cases
     started = time.perf_counter()
-    final = filter_step(state, run.data, config, update=not state.scored, final=True)
+    filter_step(state, run.data, config, update=not state.scored, final=True)
     state.scored = True
-    assert state.flagged is not None
-    flagged = int(state.flagged.sum())
-    run.report(Progress("score", config.epochs, config.epochs, 1, 1, None, flagged))
-    save_checkpoint(run.out / layout.MODEL, state, run.data, config, run.dataset.case_ids)
+    save_checkpoint(
+        run.out / layout.MODEL,
+        state,
+        run.data,
+        config,
+        run.dataset.case_ids,
+        working_size=run.size,
+    )
+    reference = reference_cases(np.array([f.features() for f in state.figures]))
+    copies = copies_per_case(len(reference))
+    is_reference = np.zeros(len(cases), bool)
+    is_reference[reference] = True
+    rng = np.random.default_rng(config.seed)
+    scored: list[_Scored] = []
+    synthetic: list[CaseFigures] = []
+    work = staging / ".arrays"
+    work.mkdir(parents=True)
+    for index, case in enumerate(cases):
+        found, copies_found = _score_case(
+            case, run, work / f"{index}.npy", staging, copies=copies * is_reference[index], rng=rng
+        )
+        scored.append(found)
+        synthetic.extend(copies_found)
+        run.report(Progress("score", config.epochs, config.epochs, index + 1, len(cases)))
+    verdict = _verdict(run, scored, synthetic, reference)
     run.timings["score_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
     results = []
-    cases = run.dataset.cases
-    for index, case in enumerate(cases):
-        results.append(_score_case(case, run, index, staging))
+    for index, (case, found) in enumerate(zip(cases, scored, strict=True)):
+        results.append(_finish_case(case, found, verdict, index, work, staging))
         run.report(Progress("write", config.epochs, config.epochs, index + 1, len(cases)))
+    shutil.rmtree(work)
     results.sort(key=CaseResult.sort_key)
     run.timings["write_s"] = time.perf_counter() - started
-    return final, results
+    return verdict, results
 
 
 def publish(
-    run: _Run, staging: Path, final: FilterResult, results: list[CaseResult]
+    run: _Run, staging: Path, final: Verdict, results: list[CaseResult]
 ) -> dict[str, object]:
     """Write the files for people beside the masks and move everything into place."""
     outputs.write_scores(staging / layout.SCORES, results, run.dataset.num_classes)
@@ -243,49 +293,185 @@ def publish(
     return info
 
 
-def _score_case(case: WorkingCase, run: _Run, index: int, staging: Path) -> CaseResult:
-    """Score one case at full resolution and write its cleansed mask, pseudo label and issue map."""
+@dataclass(frozen=True)
+class _Scored:
+    """One case after scoring, before the flag: its figures and what was written for it."""
+
+    figures: CaseFigures
+    changed_fraction: float
+    issue_fraction: float
+    slices: tuple[SliceResult, ...]
+    written: dict[str, Path]
+    out_dtype: np.dtype[Any]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The final decision over all cases: the graded evidence, the flags, and how they came."""
+
+    evidence: np.ndarray  # (N,) log-odds of the graded score
+    size_atypical: np.ndarray  # (N,) robust z of the given objects' sizes in this dataset
+    flagged: np.ndarray  # (N,) bool
+    model_uncertain: np.ndarray  # (N,) bool
+    calibration: Calibration
+    mixture: FilterResult
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "flagged": int(self.flagged.sum()),
+            "filter_degenerate": self.mixture.degenerate,
+            "filter_reason": self.mixture.reason,
+            "filter_separation": round(self.mixture.separation, 4),
+            "model_uncertain": int(self.model_uncertain.sum()),
+            "calibration": {
+                "synthetic_copies": self.calibration.synthetic,
+                "reference_vs_copies_auroc": round(self.calibration.separation, 4),
+                "weights": self.calibration.weights,
+            },
+        }
+
+
+def _score_case(
+    case: WorkingCase,
+    run: _Run,
+    keep: Path,
+    staging: Path,
+    *,
+    copies: int,
+    rng: np.random.Generator,
+) -> tuple[_Scored, list[CaseFigures]]:
+    """Score one case on its own grid; write its pseudo label and issue map into ``staging``
+    and keep the pseudo label in ``keep`` until the flags are known.
+    """
     state, data, config = run.state, run.data, run.config
-    assert state.flagged is not None and state.clean_prob is not None
     probs_w = predict_probs(state.teacher.module, case.image, tta_flips=config.tta_flips)
     probs = to_original(probs_w, case.grid).movedim(1, 0).numpy()  # (K, D, h, w)
     raw = read_case_mask(case.files).array
     given = as_slices(raw.astype(np.int64), channels=False)  # (D, h, w)
-    pseudo = pseudo_label(probs, given, data, config)
-    flagged = bool(state.flagged[index])
-    cleansed = pseudo if flagged else given
+    factor = case.grid.side / run.size
+    sliver = max(0, int((factor - 1) // 2))  # edits thinner than a working pixel are noise
+    pseudo = pseudo_label(probs, given, data, config, sliver=sliver)
     issues = issue_map(probs, given)
+    geometry = case.geometry
+    spacing = scoring_spacing(geometry)
+    ring_radius = ring_at_resolution(config.ring_radius, case.grid.side, run.size)
+    view = Prediction.of(spatial(probs, geometry))
+    own = spatial(given, geometry)
+    figures = measure_case(view, own, spacing=spacing, ring_radius=ring_radius)
+    found = synthetic_figures(
+        view, own, spacing=spacing, ring_radius=ring_radius, copies=copies, rng=rng
+    )
     out_dtype = raw.dtype if np.issubdtype(raw.dtype, np.integer) else label_dtype(data.num_classes)
-    ext = output_extension(case.files.mask, case.geometry)
-    is_3d = case.geometry.is_3d
-    written: dict[str, Path] = {}
-    for folder, array in ((layout.CLEANSED, cleansed), (layout.PSEUDO, pseudo)):
-        written[folder] = Path(folder) / f"{case.case_id}{ext}"
-        write_array(
-            staging / written[folder],
-            from_slices(array, is_3d=is_3d).astype(out_dtype),
-            case.geometry,
-            kind=folder,
-        )
-    issue_ext, issue_geometry = issue_map_target(ext, case.geometry)
+    ext = output_extension(case.files.mask, geometry)
+    is_3d = geometry.is_3d
+    written = {layout.PSEUDO: Path(layout.PSEUDO) / f"{case.case_id}{ext}"}
+    write_array(
+        staging / written[layout.PSEUDO],
+        from_slices(pseudo, is_3d=is_3d).astype(out_dtype),
+        geometry,
+        kind=layout.PSEUDO,
+    )
+    np.save(keep, pseudo)
+    issue_ext, issue_geometry = issue_map_target(ext, geometry)
     written[layout.ISSUE_MAPS] = Path(layout.ISSUE_MAPS) / f"{case.case_id}{issue_ext}"
     write_array(
         staging / written[layout.ISSUE_MAPS], from_slices(issues, is_3d=is_3d), issue_geometry
     )
-    figures = state.figures[index]
+    written[layout.CLEANSED] = Path(layout.CLEANSED) / f"{case.case_id}{ext}"
+    return (
+        _Scored(
+            figures=figures,
+            changed_fraction=float((pseudo != given).mean()),
+            issue_fraction=float((issues > 127).mean()),
+            slices=_slice_results(probs, given, issues, data.num_classes) if is_3d else (),
+            written=written,
+            out_dtype=np.dtype(out_dtype),
+        ),
+        found,
+    )
+
+
+def _verdict(
+    run: _Run, scored: list[_Scored], synthetic: list[CaseFigures], reference: np.ndarray
+) -> Verdict:
+    """The graded evidence (calibrated on the known-noisy copies) and the mixture's flags."""
+    config = run.config
+    sizes = SizeNorm.fit(np.array([s.figures.areas for s in scored]))
+    atypical = sizes(np.array([s.figures.areas for s in scored]))
+    real = np.column_stack([np.array([s.figures.evidence() for s in scored]), atypical])
+    if not synthetic:
+        raise InputError(
+            ErrorCode.NO_FOREGROUND,
+            "no reference case holds an object to corrupt: every mask the audit is most sure of "
+            "is empty",
+        )
+    copies = np.column_stack(
+        [
+            np.array([f.evidence() for f in synthetic]),
+            sizes(np.array([f.areas for f in synthetic])),
+        ]
+    )
+    calibration = calibrate(
+        real, copies, names=(*EVIDENCE, "size_atypical"), reference=reference, seed=config.seed
+    )
+    # The paper's label filter, on the graded evidence: two groups, or none.
+    mixture = fit_label_filter(
+        calibration.evidence,
+        seed=config.seed,
+        min_separation=config.flag_separation,
+        min_weight=config.gmm_min_weight,
+        min_bic_gain=config.gmm_min_bic_gain,
+        max_noisy_weight=config.gmm_max_noisy_weight,
+    )
+    uncertainty = np.array([s.figures.values["uncertainty"] for s in scored])
+    centre = float(np.median(uncertainty))
+    spread = 1.4826 * float(np.median(np.abs(uncertainty - centre)))
+    return Verdict(
+        size_atypical=atypical,
+        evidence=calibration.evidence,
+        flagged=mixture.clean_prob < config.flag_threshold,
+        model_uncertain=uncertainty > centre + UNCERTAIN_Z * max(spread, 1e-6),
+        calibration=calibration,
+        mixture=mixture,
+    )
+
+
+def _finish_case(
+    case: WorkingCase, found: _Scored, verdict: Verdict, index: int, work: Path, staging: Path
+) -> CaseResult:
+    """Write the cleansed mask (the pseudo label if flagged, else the given mask)."""
+    flagged = bool(verdict.flagged[index])
+    if flagged:
+        cleansed = np.load(work / f"{index}.npy")
+    else:
+        cleansed = as_slices(read_case_mask(case.files).array.astype(np.int64), channels=False)
+    write_array(
+        staging / found.written[layout.CLEANSED],
+        from_slices(cleansed, is_3d=case.geometry.is_3d).astype(found.out_dtype),
+        case.geometry,
+        kind=layout.CLEANSED,
+    )
+    evidence = float(verdict.evidence[index])
+    values = {
+        **found.figures.values,
+        "size_atypical": float(verdict.size_atypical[index]),
+        "evidence": evidence,
+    }
     return CaseResult(
         case=case.case_id,
-        noise_score=float(1.0 - state.clean_prob[index]),
+        noise_score=float(expit(evidence)),
         flagged=flagged,
-        ce=figures.ce,
-        dice_gap=figures.dice_gap,
-        dice=figures.dice,
-        changed_fraction=float((pseudo != given).mean()),
-        issue_fraction=float((issues > 127).mean()),
-        slices=_slice_results(probs, given, issues, data.num_classes) if is_3d else (),
-        cleansed=written[layout.CLEANSED],
-        pseudo_label=written[layout.PSEUDO],
-        issue_map=written[layout.ISSUE_MAPS],
+        ce=values["ce"],
+        dice_gap=values["dice_gap"],
+        dice=found.figures.dice,
+        changed_fraction=found.changed_fraction,
+        issue_fraction=found.issue_fraction,
+        figures=values,
+        model_uncertain=bool(verdict.model_uncertain[index]),
+        slices=found.slices,
+        cleansed=found.written[layout.CLEANSED],
+        pseudo_label=found.written[layout.PSEUDO],
+        issue_map=found.written[layout.ISSUE_MAPS],
     )
 
 
@@ -354,7 +540,7 @@ def _move_into_place(staging: Path, out: Path) -> None:
         (staging / name).rename(out / name)
 
 
-def _run_info(run: _Run, final: FilterResult, results: list[CaseResult]) -> dict[str, Any]:
+def _run_info(run: _Run, final: Verdict, results: list[CaseResult]) -> dict[str, Any]:
     timings = run.timings
     timings["total_s"] = sum(timings.values())
     config, data, dataset = run.config, run.data, run.dataset
@@ -372,6 +558,8 @@ def _run_info(run: _Run, final: FilterResult, results: list[CaseResult]) -> dict
             "num_classes": dataset.num_classes,
             "in_channels": dataset.in_channels,
             "single_object_classes": list(data.single_object_classes),
+            "working_size": run.size,
+            "fingerprint": None if run.fingerprint is None else run.fingerprint.to_dict(),
         },
         "config": {**config.to_dict(), "warmup_epochs_in_effect": config.warmup},
         "device": str(run.device),
@@ -384,10 +572,7 @@ def _run_info(run: _Run, final: FilterResult, results: list[CaseResult]) -> dict
         },
         "summary": {
             "cases": len(results),
-            "flagged": sum(r.flagged for r in results),
-            "filter_degenerate": final.degenerate,
-            "filter_reason": final.reason,
-            "filter_separation": round(final.separation, 4),
+            **final.summary(),
             "most_suspect": [r.case for r in results[:10]],
         },
         "history": run.state.history,

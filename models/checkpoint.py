@@ -21,11 +21,18 @@ FORMAT = "segaudit-checkpoint/1"
 
 
 def save_checkpoint(
-    path: Path, state: TrainState, data: TrainData, config: AuditConfig, case_ids: list[str]
+    path: Path,
+    state: TrainState,
+    data: TrainData,
+    config: AuditConfig,
+    case_ids: list[str],
+    *,
+    working_size: int,
 ) -> None:
     payload: dict[str, Any] = {
         "format": FORMAT,
         "config": config.to_dict(),
+        "working_size": working_size,
         "case_ids": list(case_ids),
         "num_classes": data.num_classes,
         "in_channels": data.in_channels,
@@ -73,7 +80,11 @@ def resume_state(
             f"the checkpoint was made with other settings ({', '.join(diff)} differ); "
             "resume with the same options or start a new output folder",
         )
-    if payload["case_ids"] != case_ids or payload["num_classes"] != data.num_classes:
+    if (
+        payload["case_ids"] != case_ids
+        or payload["num_classes"] != data.num_classes
+        or payload.get("working_size") != int(data.images.shape[-1])
+    ):
         raise InputError(
             ErrorCode.CHECKPOINT_MISMATCH,
             "the checkpoint was made on other cases; resume with the same images and masks",

@@ -31,6 +31,16 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
     return np.stack([ndimage.binary_fill_holes(s) for s in mask])
 
 
+def _open(mask: np.ndarray, radius: int) -> np.ndarray:
+    """``mask`` without the parts a disc of ``radius`` does not fit in (per slice for stacks)."""
+    grid = np.ogrid[-radius : radius + 1, -radius : radius + 1]
+    disc = grid[0] ** 2 + grid[1] ** 2 <= radius**2
+    if mask.ndim == 2:
+        opened: np.ndarray = ndimage.binary_opening(mask, structure=disc)
+        return opened
+    return np.stack([ndimage.binary_opening(s, structure=disc) for s in mask])
+
+
 def cleanse(
     probs: np.ndarray,
     given: np.ndarray,
@@ -39,13 +49,24 @@ def cleanse(
     single_object_classes: Iterable[int] = (),
     min_component_fraction: float = 0.1,
     fill_holes: bool = True,
+    sliver: int = 0,
 ) -> np.ndarray:
-    """Return the pseudo label ``(*spatial)``, in ``given``'s dtype."""
+    """Return the pseudo label ``(*spatial)``, in ``given``'s dtype.
+
+    A minimal edit: the given label stays wherever the teacher is not confident, and edits
+    narrower than ``2 * sliver + 1`` pixels (in-plane) are dropped, so the annotator's boundary
+    is kept where the teacher only disagrees by less than it can resolve.
+    """
     _check(probs, given)
     if not 0.5 <= confidence <= 1.0:
         raise ValueError(f"confidence must be in [0.5, 1], got {confidence}")
+    if sliver < 0:
+        raise ValueError(f"sliver must be >= 0, got {sliver}")
     single = set(single_object_classes)
     pseudo = np.where(probs.max(axis=0) >= confidence, probs.argmax(axis=0), given)
+    if sliver:
+        edited = _open(pseudo != given, sliver)
+        pseudo = np.where(edited, pseudo, given)
     for c in range(1, probs.shape[0]):
         mask = pseudo == c
         if not mask.any():

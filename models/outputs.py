@@ -13,12 +13,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from models.figure_names import FIGURES, describe
 from models.results import CaseResult
 
 
+def figure_columns(results: Sequence[CaseResult]) -> list[str]:
+    """The figure columns of ``results``: the named figures in their order, then per-class ones."""
+    present = {name for r in results for name in r.figures}
+    order = ("evidence", *FIGURES, "size_atypical")
+    named = [n for n in order if n in present and n not in ("ce", "dice_gap")]
+    return named + sorted(present - set(named) - {"ce", "dice_gap"})
+
+
 def write_scores(path: Path, results: Sequence[CaseResult], num_classes: int) -> None:
-    """One row per case, in the order given (most suspect first)."""
+    """One row per case, in the order given (most suspect first), every figure a column."""
     dice_cols = [f"dice_class_{c}" for c in range(1, num_classes)]
+    figure_cols = figure_columns(results)
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(
@@ -27,11 +37,14 @@ def write_scores(path: Path, results: Sequence[CaseResult], num_classes: int) ->
                 "case",
                 "noise_score",
                 "flagged",
+                "model_uncertain",
                 "ce",
                 "dice_gap",
                 *dice_cols,
                 "changed_fraction",
                 "issue_fraction",
+                "disagreement",
+                *figure_cols,
             ]
         )
         for rank, r in enumerate(results, start=1):
@@ -39,15 +52,22 @@ def write_scores(path: Path, results: Sequence[CaseResult], num_classes: int) ->
                 [
                     rank,
                     r.case,
-                    f"{r.noise_score:.6f}",
+                    f"{r.noise_score:.10g}",
                     int(r.flagged),
+                    int(r.model_uncertain),
                     f"{r.ce:.6f}",
                     f"{r.dice_gap:.6f}",
                     *(f"{d:.6f}" for d in r.dice),
                     f"{r.changed_fraction:.6f}",
                     f"{r.issue_fraction:.6f}",
+                    describe(r.figures),
+                    *(_figure(r.figures.get(name)) for name in figure_cols),
                 ]
             )
+
+
+def _figure(value: float | None) -> str:
+    return "" if value is None else f"{value:.6f}"
 
 
 def write_slices(path: Path, results: Sequence[CaseResult]) -> None:

@@ -4,7 +4,8 @@ in memory to whatever stores it (the service's data layer, the command line, the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -29,18 +30,20 @@ class CaseResult:
     """
 
     case: str
-    noise_score: float  # 1 - clean probability: higher = more likely noisy
-    flagged: bool
+    noise_score: float  # graded, in (0, 1): higher = the mask looks more like a known-noisy copy
+    flagged: bool  # the label filter's mixture put the case in the noisy component
     ce: float
     dice_gap: float
     dice: tuple[float, ...]  # teacher vs given mask, per foreground class
     changed_fraction: float  # share of pixels where the pseudo label differs from the given mask
     issue_fraction: float  # share of pixels whose issue map value is above 0.5
+    figures: Mapping[str, float] = field(default_factory=dict)  # models.figures, by name
+    model_uncertain: bool = False  # the teacher is unusually unsure near the objects
     slices: tuple[SliceResult, ...] = ()
     cleansed: Path | None = None
     pseudo_label: Path | None = None
     issue_map: Path | None = None
 
     def sort_key(self) -> tuple[float, float, float]:
-        """Most suspect first."""
-        return (-self.noise_score, -self.dice_gap, -self.ce)
+        """Most suspect first: by the evidence (the score's log-odds, never saturated)."""
+        return (-self.figures.get("evidence", self.noise_score), -self.noise_score, -self.dice_gap)

@@ -30,6 +30,9 @@ def segment_folder(
     """Write ``out_dir/<case>.<image extension>``: the predicted label map of every image."""
     payload = load_checkpoint(Path(model_path))
     config = AuditConfig.from_dict(payload["config"])
+    size = int(payload.get("working_size") or config.size or 0)
+    if size < 32:
+        raise InputError(ErrorCode.UNREADABLE, f"{model_path} records no working size")
     num_classes, in_channels = int(payload["num_classes"]), int(payload["in_channels"])
     torch_device = resolve_device(device)
     net = build_network(in_channels, num_classes, config).to(torch_device)
@@ -53,7 +56,7 @@ def segment_folder(
         if array.shape[0] != in_channels:
             array = np.repeat(array, in_channels, axis=0)
         slices = as_slices(array, channels=True)
-        grid = SliceGrid(int(slices.shape[2]), int(slices.shape[3]), config.size)
+        grid = SliceGrid(int(slices.shape[2]), int(slices.shape[3]), size)
         probs = predict_probs(net, image_to_working(slices, grid), tta_flips=config.tta_flips)
         labels = to_original(probs, grid).argmax(dim=1).numpy().astype(label_dtype(num_classes))
         target = Path(out_dir) / f"{case}{split_name(images[case])[1]}"

@@ -104,7 +104,7 @@ def new_state(data: TrainData, config: AuditConfig, device: torch.device) -> Tra
 
 
 def pseudo_label(
-    probs: np.ndarray, given: np.ndarray, data: TrainData, config: AuditConfig
+    probs: np.ndarray, given: np.ndarray, data: TrainData, config: AuditConfig, *, sliver: int = 0
 ) -> np.ndarray:
     """The cleansing module with this audit's settings, for ``(K, D, H, W)`` probabilities."""
     return cleanse(
@@ -114,6 +114,7 @@ def pseudo_label(
         single_object_classes=data.single_object_classes,
         min_component_fraction=config.min_component_fraction,
         fill_holes=config.fill_holes,
+        sliver=sliver,
     )
 
 

@@ -183,7 +183,7 @@ class ResultRow(Base):
     audit_id: Mapped[int] = mapped_column(ForeignKey("audits.id"))
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
     rank: Mapped[int] = mapped_column(Integer)
-    noise_score: Mapped[float] = mapped_column(Float)  # 1 - clean probability
+    noise_score: Mapped[float] = mapped_column(Float)  # graded, in (0, 1); higher = more suspect
     flagged: Mapped[bool]
     ce: Mapped[float] = mapped_column(Float)
     dice_gap: Mapped[float] = mapped_column(Float)
@@ -191,6 +191,8 @@ class ResultRow(Base):
     changed_fraction: Mapped[float] = mapped_column(Float)
     issue_fraction: Mapped[float] = mapped_column(Float)
     slices: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)  # 3D: slices.csv rows
+    figures: Mapped[dict[str, float] | None] = mapped_column(JSON)  # models.figures, by name
+    model_uncertain: Mapped[bool | None]
     cleansed_file_id: Mapped[int | None] = mapped_column(ForeignKey("files.id"))
     pseudo_label_file_id: Mapped[int | None] = mapped_column(ForeignKey("files.id"))
     issue_map_file_id: Mapped[int | None] = mapped_column(ForeignKey("files.id"))

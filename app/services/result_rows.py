@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import statistics
 import uuid
 from collections.abc import Sequence
@@ -64,6 +65,8 @@ def save_results(
                 "changed_fraction": result.changed_fraction,
                 "issue_fraction": result.issue_fraction,
                 "slices": [dataclasses.asdict(s) for s in result.slices] or None,
+                "figures": {k: v for k, v in result.figures.items() if math.isfinite(v)},
+                "model_uncertain": result.model_uncertain,
                 "updated_at": utcnow(),
             }
             for column, path in (
@@ -122,6 +125,7 @@ def summarise(
         "max_noise_score": round(max(scores), 6) if scores else None,
         "filter_degenerate": engine.get("filter_degenerate"),
         "filter_reason": engine.get("filter_reason"),
+        "model_uncertain": sum(bool(r.model_uncertain) for r in results),
         "durations": {
             "queued_s": round((started - audit.created_at).total_seconds(), 3),
             "run_s": round((finished - started).total_seconds(), 3),

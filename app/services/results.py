@@ -111,6 +111,8 @@ def export_zip(session: Session, store: Store, audit: Audit, dest: Path) -> Path
             dice=tuple(r.dice),
             changed_fraction=r.changed_fraction,
             issue_fraction=r.issue_fraction,
+            figures=r.figures or {},
+            model_uncertain=bool(r.model_uncertain),
         )
         for r, name, _ in rows
     ]

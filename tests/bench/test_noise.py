@@ -72,3 +72,16 @@ def test_corrupt_folder_writes_every_mask_and_records_the_truth(hc18_small, tmp_
         noisy = np.asarray(Image.open(tmp_path / "noisy" / f"{r.case}.png"))
         assert noisy.shape == given.shape
         assert np.array_equal(noisy, given) == (r.kind == "none")
+
+
+def test_polygon_redraws_each_object_coarsely():
+    from bench.noise import corrupt_polygon
+
+    yy, xx = np.mgrid[:96, :96]
+    mask = ((yy - 48) ** 2 / 30**2 + (xx - 48) ** 2 / 20**2 <= 1).astype(np.uint8)
+    noisy, detail = corrupt_polygon(mask, np.random.default_rng(0))
+    assert detail == "1 objects as polygons" and noisy.dtype == mask.dtype
+    overlap = 2 * (noisy & mask).sum() / (noisy.sum() + mask.sum())
+    assert 0.85 < overlap < 0.995  # the same object, drawn with a few vertices
+    volume = np.stack([mask] * 3, axis=-1)
+    assert corrupt_polygon(volume, np.random.default_rng(0))[0].shape == volume.shape

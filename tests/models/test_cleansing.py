@@ -132,3 +132,25 @@ def test_bad_arguments_raise_value_errors(head):
         cleanse(teacher(head), head * 5)
     with pytest.raises(ValueError, match="confidence"):
         cleanse(teacher(head), head, confidence=0.2)
+
+
+def test_a_minimal_edit_keeps_the_annotators_boundary_where_the_teacher_only_nudges_it(head):
+    # The annotator's boundary 1 px inside the truth all round, and a large bite out of it.
+    given = ndimage.binary_erosion(head > 0, iterations=1)
+    bite = np.zeros_like(given)
+    bite[60:90, 80:120] = True
+    given = (given & ~bite).astype(np.int64)
+    sharp = teacher(head, sigma=0.3)  # sure everywhere, down to the pixel
+    swapped = cleanse(sharp, given, single_object_classes=(1,))
+    minimal = cleanse(sharp, given, single_object_classes=(1,), sliver=2)
+    restored = head.astype(bool) & bite
+    assert restored.sum() > 500
+    assert np.all(minimal[restored] == 1) and np.all(swapped[restored] == 1)  # the bite is repaired
+    ring = (
+        (head > 0)
+        & ~ndimage.binary_erosion(head > 0, iterations=1)
+        & ~ndimage.binary_dilation(bite, iterations=3)
+    )
+    assert np.all(swapped[ring] == 1)  # without it, the 1 px contour is redrawn everywhere
+    assert np.array_equal(minimal[ring], given[ring])  # with it, the annotator's line stays
+    assert mask_dice(minimal, head) > mask_dice(given, head) + 0.03

@@ -1,0 +1,90 @@
+"""From figures to a graded noise score.
+
+Each case's figures are weighed against what a wrong mask looks like *on this data*: known-noisy
+copies (``models.synthetic``) of the masks the audit is most sure of (the reference cases),
+scored by the same network with the same figures. A logistic model, fitted with the copies and
+the reference cases weighing alike, separates the two; its log-odds is each case's ``evidence``:
+continuous, never saturated, monotone in how much more the mask looks like a known-noisy copy
+than like a sure one. The noise score is ``expit(evidence)``: a graded score for ranking, not a
+calibrated probability (the flag is decided by the label filter's mixture, ``models.audit``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+
+@dataclass(frozen=True)
+class Calibration:
+    evidence: np.ndarray  # (N,) log-odds: known-noisy copy against sure case
+    synthetic: int  # known-noisy copies learnt from
+    separation: float  # AUROC between the reference cases and their copies (in sample)
+    weights: dict[str, float]  # the logistic model's weight per (standardised, log) figure
+
+
+def transform(features: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``(M, F)`` figures (>= 0) on a log scale, shifted by the lower quartile of ``reference``."""
+    shift = np.maximum(np.percentile(reference, 25, axis=0), 1e-3)
+    scaled: np.ndarray = np.log(np.maximum(features, 0.0) + shift)
+    return scaled
+
+
+def auroc(negative: np.ndarray, positive: np.ndarray) -> float:
+    """Probability that a ``positive`` value exceeds a ``negative`` one (ties count half)."""
+    if len(negative) == 0 or len(positive) == 0:
+        return float("nan")
+    values = np.concatenate([negative, positive])
+    order = values.argsort(kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(1, len(values) + 1)
+    for v in np.unique(values):  # average ranks of ties
+        tied = values == v
+        ranks[tied] = ranks[tied].mean()
+    wins = ranks[len(negative) :].sum() - len(positive) * (len(positive) + 1) / 2
+    return float(wins / (len(negative) * len(positive)))
+
+
+def calibrate(
+    real: np.ndarray,
+    synthetic: np.ndarray,
+    *,
+    names: tuple[str, ...],
+    reference: np.ndarray,
+    seed: int = 0,
+) -> Calibration:
+    """``real`` ``(N, F)`` evidence figures of the cases, ``synthetic`` ``(M, F)`` of known-noisy
+    copies of the ``reference`` cases (indices into ``real``).
+    """
+    real, synthetic = np.asarray(real, float), np.asarray(synthetic, float)
+    if real.ndim != 2 or synthetic.ndim != 2 or real.shape[1] != synthetic.shape[1]:
+        raise ValueError(f"figures must be (N, F) and (M, F), got {real.shape}, {synthetic.shape}")
+    if len(names) != real.shape[1]:
+        raise ValueError(f"{len(names)} names for {real.shape[1]} figures")
+    reference = np.asarray(reference, dtype=np.int64)
+    if len(synthetic) == 0 or len(reference) < 2:
+        raise ValueError("calibration needs known-noisy copies and at least 2 reference cases")
+    x_ref = transform(real[reference], real[reference])
+    centre, scale = x_ref.mean(axis=0), x_ref.std(axis=0)
+    scale = np.where(scale < 1e-9, 1.0, scale)
+
+    def standard(x: np.ndarray) -> np.ndarray:
+        z: np.ndarray = (transform(x, real[reference]) - centre) / scale
+        return z
+
+    x_ref, x_syn = standard(real[reference]), standard(synthetic)
+    weights = np.concatenate([np.ones(len(x_ref)), np.full(len(x_syn), len(x_ref) / len(x_syn))])
+    model = LogisticRegression(C=1.0, max_iter=2000, random_state=seed)
+    model.fit(
+        np.concatenate([x_ref, x_syn]),
+        np.concatenate([np.zeros(len(x_ref)), np.ones(len(x_syn))]),
+        sample_weight=weights,
+    )
+    return Calibration(
+        evidence=model.decision_function(standard(real)),
+        synthetic=len(x_syn),
+        separation=auroc(model.decision_function(x_ref), model.decision_function(x_syn)),
+        weights={n: round(float(w), 4) for n, w in zip(names, model.coef_[0], strict=True)},
+    )
