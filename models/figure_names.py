@@ -52,7 +52,8 @@ def describe(values: dict[str, float] | Mapping[str, float]) -> str:
     if extra:
         parts.append(f"{extra} extra object{'s' * (extra > 1)}")
     mean, absolute = values["boundary_mean"], values["boundary_abs"]
-    if absolute >= NOTABLE:
+    unmatched = max(values.get("missing_fraction", 0.0), values.get("extra_fraction", 0.0)) >= 1.0
+    if absolute >= NOTABLE and not unmatched:  # no boundary to compare when nothing matched
         if values["boundary_coherence"] >= 0.6:
             parts.append(f"too {'loose' if mean > 0 else 'tight'} by {abs(mean):.0%} of the radius")
         elif values["centroid_shift"] >= NOTABLE:
