@@ -414,12 +414,12 @@ def _verdict(
     calibration = calibrate(
         real, copies, names=(*EVIDENCE, "size_atypical"), reference=reference, seed=config.seed
     )
-    # The paper's label filter, on the graded evidence, with the rules of the training passes:
-    # two groups, or none.
+    # The paper's label filter, on the graded evidence, with the rules of the training passes
+    # but a stricter separation: two groups, or none.
     mixture = fit_label_filter(
         calibration.evidence,
         seed=config.seed,
-        min_separation=config.gmm_min_separation,
+        min_separation=config.flag_separation,
         min_weight=config.gmm_min_weight,
         min_bic_gain=config.gmm_min_bic_gain,
         max_noisy_weight=config.gmm_max_noisy_weight,

@@ -44,6 +44,10 @@ class AuditConfig:
     degenerate_pass: Literal["hold", "decay"] = (
         "hold"  # a pass with no noisy group: "hold" or "decay" (to clean)
     )
+    # The final flag: the label filter's mixture on the graded evidence; its two groups must lie
+    # at least this far apart (Ashman's D). Stricter than in training: at D between 2 and 3,
+    # clean sets of 40 cases looked like noisy sets of 60 (docs/benchmarks.md).
+    flag_separation: float = 3.0
     filter_every: int = 2  # epochs between label-filter passes after the warm-up
     filter_tta: bool = False  # flip TTA in those passes (the final pass follows tta_flips)
     # Label cleansing (LCM).
@@ -95,6 +99,10 @@ class AuditConfig:
         need(0.0 <= self.gmm_min_weight < 0.5, "gmm_min_weight must be in [0, 0.5)")
         need(0.5 <= self.gmm_max_noisy_weight <= 1.0, "gmm_max_noisy_weight must be in [0.5, 1]")
         need(0.0 <= self.clean_prob_momentum < 1.0, "clean_prob_momentum must be in [0, 1)")
+        need(
+            self.flag_separation >= self.gmm_min_separation,
+            "flag_separation must be >= gmm_min_separation",
+        )
         need(0.0 < self.flag_threshold < 1.0, "flag_threshold must be in (0, 1)")
         need(
             0.5 <= self.confidence <= 1.0, f"confidence must be in [0.5, 1], got {self.confidence}"
