@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
 
 
 @dataclass(frozen=True)
@@ -30,21 +31,6 @@ def transform(features: np.ndarray, reference: np.ndarray) -> np.ndarray:
     shift = np.maximum(np.percentile(reference, 25, axis=0), 1e-3)
     scaled: np.ndarray = np.log(np.maximum(features, 0.0) + shift)
     return scaled
-
-
-def auroc(negative: np.ndarray, positive: np.ndarray) -> float:
-    """Probability that a ``positive`` value exceeds a ``negative`` one (ties count half)."""
-    if len(negative) == 0 or len(positive) == 0:
-        return float("nan")
-    values = np.concatenate([negative, positive])
-    order = values.argsort(kind="stable")
-    ranks = np.empty(len(values))
-    ranks[order] = np.arange(1, len(values) + 1)
-    for v in np.unique(values):  # average ranks of ties
-        tied = values == v
-        ranks[tied] = ranks[tied].mean()
-    wins = ranks[len(negative) :].sum() - len(positive) * (len(positive) + 1) / 2
-    return float(wins / (len(negative) * len(positive)))
 
 
 def calibrate(
@@ -85,6 +71,11 @@ def calibrate(
     return Calibration(
         evidence=model.decision_function(standard(real)),
         synthetic=len(x_syn),
-        separation=auroc(model.decision_function(x_ref), model.decision_function(x_syn)),
+        separation=float(
+            roc_auc_score(
+                np.concatenate([np.zeros(len(x_ref)), np.ones(len(x_syn))]),
+                model.decision_function(np.concatenate([x_ref, x_syn])),
+            )
+        ),
         weights={n: round(float(w), 4) for n, w in zip(names, model.coef_[0], strict=True)},
     )

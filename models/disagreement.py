@@ -52,6 +52,14 @@ def ring(objects: np.ndarray, radius: int) -> np.ndarray:
     return grown
 
 
+def given_cross_entropy(probs: np.ndarray, given: np.ndarray, region: np.ndarray) -> float:
+    """Mean cross-entropy of the given labels over ``region`` (everywhere when it is empty)."""
+    if not region.any():
+        region = np.ones_like(region)
+    p_given = np.take_along_axis(probs, given[None].astype(np.int64), axis=0)[0]
+    return float(-np.log(np.clip(p_given[region], _EPS, 1.0)).mean())
+
+
 def measure(probs: np.ndarray, given: np.ndarray, *, ring_radius: int) -> Disagreement:
     """Disagreement of one case's given mask with the teacher's probabilities."""
     if probs.shape[1:] != given.shape:
@@ -59,11 +67,7 @@ def measure(probs: np.ndarray, given: np.ndarray, *, ring_radius: int) -> Disagr
     num_classes = probs.shape[0]
     given = given.astype(np.int64)
     pred = probs.argmax(axis=0)
-    region = ring((given > 0) | (pred > 0), ring_radius)
-    if not region.any():
-        region = np.ones_like(region)
-    p_given = np.take_along_axis(probs, given[None], axis=0)[0]
-    ce = float(-np.log(np.clip(p_given[region], _EPS, 1.0)).mean())
+    ce = given_cross_entropy(probs, given, ring((given > 0) | (pred > 0), ring_radius))
     dice = dice_per_class(pred[None], given[None], num_classes)[0]
     return Disagreement(
         ce=ce, dice_gap=float(1.0 - dice.mean()), dice=tuple(float(d) for d in dice)

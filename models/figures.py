@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from models.disagreement import dice_per_class, ring
+from models.disagreement import dice_per_class, given_cross_entropy, ring
 from models.figure_names import CLASS_FIGURES, EVIDENCE
 
 CONFIDENT = 0.9  # a teacher probability this high is a confident call
@@ -87,16 +87,6 @@ def _radius(volume: np.ndarray, ndim: int) -> np.ndarray:
     return radius
 
 
-def _crop(*masks: np.ndarray, margin: int = 2) -> tuple[slice, ...]:
-    """Bounding box of the union of ``masks`` grown by ``margin`` pixels (exact for the EDTs)."""
-    union = np.logical_or.reduce(masks)
-    box = ndimage.find_objects(union.astype(np.uint8))[0]
-    return tuple(
-        slice(max(0, s.start - margin), min(n, s.stop + margin))
-        for s, n in zip(box, union.shape, strict=True)
-    )
-
-
 def _boundary(mask: np.ndarray) -> np.ndarray:
     eroded: np.ndarray = ndimage.binary_erosion(mask, border_value=0)
     edge: np.ndarray = mask & ~eroded
@@ -123,7 +113,7 @@ def class_figures(
         return None
     ndim = given.ndim
     voxel = float(np.prod(spacing))
-    box = _crop(given, pred)
+    box = object_box(given, pred, 2)
     g, p, prob = given[box], pred[box], prob[box]
     lab_g, n_g = ndimage.label(g)
     lab_p, n_p = ndimage.label(p)
@@ -250,17 +240,17 @@ class Prediction:
 
 
 def object_box(given: np.ndarray, labels: np.ndarray, margin: int) -> tuple[slice, ...]:
-    """The bounding box of every object of either mask, grown by ``margin`` pixels in-plane
-    (the whole grid when there is none). Figures measured inside it are those of the grid.
+    """The bounding box of every object of either mask, grown by ``margin`` pixels on every axis
+    (the whole grid when there is none). With a margin of at least 1, distance transforms and
+    every figure measured inside it are those of the whole grid.
     """
     objects = (given > 0) | (labels > 0)
     if not objects.any():
         return tuple(slice(0, n) for n in given.shape)
     box = ndimage.find_objects(objects.astype(np.uint8))[0]
-    grow = [0 if (given.ndim == 3 and axis == 0) else margin for axis in range(given.ndim)]
     return tuple(
-        slice(max(0, b.start - m), min(n, b.stop + m))
-        for b, m, n in zip(box, grow, given.shape, strict=True)
+        slice(max(0, b.start - margin), min(n, b.stop + margin))
+        for b, n in zip(box, given.shape, strict=True)
     )
 
 
@@ -292,10 +282,7 @@ def measure_case(
     probs, pred = view.probs, view.labels
     objects = (given > 0) | (pred > 0)
     region = _near(objects, ring_radius)
-    if not region.any():
-        region = np.ones_like(region)
-    p_given = np.take_along_axis(probs, given[None], axis=0)[0]
-    ce = float(-np.log(np.clip(p_given[region], _EPS, 1.0)).mean())
+    ce = given_cross_entropy(probs, given, region)
     dice = dice_per_class(pred[None], given[None], num_classes)[0]
     confident = (pred != given) & (view.top >= CONFIDENT)
     per_class = {}

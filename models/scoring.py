@@ -57,9 +57,7 @@ def synthetic_figures(
         return []
     # Corrupt and measure inside the objects' box, grown by as much as a corruption can move a
     # boundary: the figures are those of the whole grid, at a fraction of the cost.
-    objects = given > 0
-    reach = max(given.shape[-2:]) if objects.sum() == 0 else _reach(objects)
-    box = object_box(given, prediction.labels, ring_radius + reach + 2)
+    box = object_box(given, prediction.labels, ring_radius + _reach(given > 0) + 2)
     prediction, given = prediction.crop(box), given[box]
     found = []
     for _ in range(copies):

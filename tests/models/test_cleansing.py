@@ -132,6 +132,8 @@ def test_bad_arguments_raise_value_errors(head):
         cleanse(teacher(head), head * 5)
     with pytest.raises(ValueError, match="confidence"):
         cleanse(teacher(head), head, confidence=0.2)
+    with pytest.raises(ValueError, match="sliver must be >= 0"):
+        cleanse(teacher(head), head, sliver=-1)
 
 
 def test_a_minimal_edit_keeps_the_annotators_boundary_where_the_teacher_only_nudges_it(head):

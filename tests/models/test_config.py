@@ -26,6 +26,7 @@ def test_round_trips_through_a_dict():
         ({"flag_threshold": 1.0}, "flag_threshold"),
         ({"min_cases": 2}, "min_cases must be >= 4"),
         ({"gmm_max_noisy_weight": 0.2}, "gmm_max_noisy_weight"),
+        ({"flag_separation": 1.0}, "flag_separation must be >= gmm_min_separation"),
     ],
 )
 def test_invalid_values_are_refused_with_the_reason(change, message):

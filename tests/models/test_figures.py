@@ -127,6 +127,8 @@ def test_evidence_is_the_named_figures_and_never_negative():
 def test_bad_shapes_are_refused():
     with pytest.raises(ValueError, match="must be"):
         figures(confident(TRUTH), TRUTH[:10])
+    with pytest.raises(ValueError, match=r"probs must be \(K >= 2"):
+        Prediction.of(np.ones((1, 8, 8)))
     with pytest.raises(ValueError, match="spacing"):
         measure_case(confident(TRUTH), TRUTH, spacing=(1.0,), ring_radius=4)
 
