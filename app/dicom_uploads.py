@@ -15,7 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+import pydicom
+
+from app.errors import TooLarge
 from app.uploads import ZIP_ERRORS, ZIP_MAGIC, Limits, Receiver, is_skipped, nothing_received
+from imaging.errors import ErrorCode
 from imaging.formats import format_of
 
 DICM_AT = 128  # the "DICM" marker of a Part 10 file follows a 128-byte preamble
@@ -116,4 +120,46 @@ def receive_dicom(
         shown.update((item.path, item.shown) for item in receiver.part(index, raw_name, stream))
     if not shown:
         raise nothing_received()
+    check_sizes(shown, limits)
     return DicomUpload(receiver.root, shown, "the upload")
+
+
+SIZE_TAGS = ["Rows", "Columns", "NumberOfFrames", "SeriesInstanceUID", "Modality"]
+
+
+def check_sizes(shown: dict[Path, str], limits: Limits) -> None:
+    """Refuse, by the files' headers and before any pixel data is decoded, a frame of more
+    than ``max_pixels`` pixels or a series of more than ``max_voxels`` voxels (413, naming
+    the file). A SEG's frames (one per segment and slice) count as frames only: its volume
+    is its series'. Files that are not DICOM or hold no image are left to the series checks.
+    """
+    series: dict[str, tuple[int, str]] = {}
+    for path, name in shown.items():
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=SIZE_TAGS)
+            rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+            frames = int(ds.get("NumberOfFrames") or 1)
+        except Exception:  # not DICOM, or no readable sizes: the series checks say why
+            continue
+        if rows * columns > limits.max_pixels:
+            raise _too_large(name, f"a frame of {rows} x {columns}", rows * columns, limits)
+        if ds.get("Modality") == "SEG":
+            continue
+        uid = str(ds.get("SeriesInstanceUID") or name)
+        voxels, first = series.get(uid, (0, name))
+        voxels += rows * columns * frames
+        if voxels > limits.max_voxels:
+            raise _too_large(first, "its series", voxels, limits, voxels=True)
+        series[uid] = (voxels, first)
+
+
+def _too_large(
+    name: str, what: str, count: int, limits: Limits, *, voxels: bool = False
+) -> TooLarge:
+    limit, unit = (limits.max_voxels, "voxels") if voxels else (limits.max_pixels, "pixels")
+    return TooLarge(
+        ErrorCode.IMAGE_TOO_LARGE,
+        f"{name}: {what} holds {'at least ' if voxels else ''}{count} {unit}, more than the "
+        f"limit of {limit} (SEGAUDIT_MAX_IMAGE_{unit.upper()}); downsample or crop it",
+        file=name,
+    )

@@ -23,6 +23,9 @@ from app.settings import ensure_sqlite_folder
 
 RUN_AUDIT = "segaudit.run_audit"
 AUDIT_QUEUE = "gpu"
+# A comparison of annotation sets (``args=[comparison_id]``), on ``SEGAUDIT_CPU_QUEUE``.
+RUN_COMPARISON = "segaudit.run_comparison"
+CPU_QUEUE = "cpu"
 
 
 def make_client(broker_url: str) -> Celery:
@@ -50,4 +53,10 @@ def make_client(broker_url: str) -> Celery:
 def send_audit(client: Celery, audit_id: int, *, queue: str = AUDIT_QUEUE) -> str:
     """Send ``run_audit(audit_id)`` to ``queue``; returns the task id."""
     result = client.send_task(RUN_AUDIT, args=[audit_id], queue=queue)
+    return str(result.id)
+
+
+def send_comparison(client: Celery, comparison_id: int, *, queue: str = CPU_QUEUE) -> str:
+    """Send ``run_comparison(comparison_id)`` to ``queue``; returns the task id."""
+    result = client.send_task(RUN_COMPARISON, args=[comparison_id], queue=queue)
     return str(result.id)

@@ -7,9 +7,14 @@ from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 
-from app.db.enums import AuditStatus, Decision, Role
-from app.db.tables import ApiKey, Audit, Case, Mask, ResultRow, Review, StoredFile
+from app.api.params import MAX_ID, DbIdField
+from app.db.enums import AuditStatus, Decision, LabelTag, MaskSource, Role, Undecided
+from app.db.tables import ApiKey, Audit, Case, Correction, Mask, ResultRow, Review, StoredFile
+from app.services.result_rows import public_summary
 from models.config import AuditConfig
+from models.figure_names import describe, disagreement_kind
+from models.outputs import worst_slice as outputs_worst_slice
+from models.results import SliceResult
 
 T = TypeVar("T")
 NAME = Field(min_length=1, max_length=200, examples=["hc18-train"])
@@ -135,12 +140,31 @@ class AnnotationSetCreate(BaseModel):
     description: str = Field(default="", max_length=10_000, examples=["first pass, team A"])
 
 
+class LineageOut(BaseModel):
+    """Where a resolved set came from."""
+
+    audit_id: int
+    parent_set_id: int = Field(description="the audited annotation set")
+    policy: Undecided = Field(description="what the resolve did with undecided cases")
+    resolved_by: str = Field(description="the name of the key that resolved")
+    key_id: int | None
+    resolved_at: dt.datetime
+    sources: dict[MaskSource, int] = Field(
+        description="cases per mask source: original, cleansed, corrected, excluded"
+    )
+
+
 class AnnotationSetOut(BaseModel):
     id: int
     dataset_id: int
     name: str
     description: str
     masks: int = Field(description="number of masks uploaded")
+    tag: LabelTag = Field(
+        default=LabelTag.original,
+        description="MONAI Label's label tag: original (uploaded) or final (resolved)",
+    )
+    lineage: LineageOut | None = Field(default=None, description="resolved sets only")
     created_at: dt.datetime
 
 
@@ -212,12 +236,19 @@ class DicomwebPushed(BaseModel):
 def _no_unknown_parameters(value: Any) -> Any:
     if isinstance(value, dict):
         AuditConfig.check_keys(value)
+        for key, item in value.items():
+            numbers = item if isinstance(item, list | tuple) else [item]
+            for n in numbers:
+                if isinstance(n, int) and not isinstance(n, bool) and abs(n) > MAX_ID:
+                    raise ValueError(
+                        f"invalid audit config: {key} {n} is out of range (at most {MAX_ID})"
+                    )
     return value
 
 
 class AuditCreate(BaseModel):
-    dataset_id: int
-    annotation_set_id: int
+    dataset_id: DbIdField
+    annotation_set_id: DbIdField
     parameters: Annotated[AuditConfig, BeforeValidator(_no_unknown_parameters)] = Field(
         default_factory=AuditConfig,
         description="the audit's hyper-parameters (models.config.AuditConfig); all optional",
@@ -316,7 +347,7 @@ class AuditOut(BaseModel):
                 flagged=audit.flagged,
                 heartbeat_at=audit.heartbeat_at,
             ),
-            summary=audit.summary,
+            summary=None if audit.summary is None else public_summary(audit.summary),
             error=FailureOut(code=audit.error_code, message=audit.error_message)
             if failed
             else None,
@@ -357,7 +388,19 @@ class ResultOut(BaseModel):
         default_factory=dict,
         description="every shape-aware figure by name (docs/method.md): evidence, boundary_*, "
         "area_ratio, centroid_shift, boundary_iou_gap, missing_*, extra_*, "
-        "confident_disagreement, uncertainty; per class as <figure>_class_<c>",
+        "confident_disagreement, uncertainty, given_pixels, predicted_pixels, and given_mm, "
+        "predicted_mm (mm², mm³ for a volume) where the format has a spacing; per class as "
+        "<figure>_class_<c>",
+    )
+    disagreement: str = Field(
+        default="", description="the kind of disagreement in words (as in scores.csv)"
+    )
+    disagreement_kind: str = Field(
+        default="",
+        description="for machines: missing_object, extra_object, boundary joined by '+', or agrees",
+    )
+    worst_slice: int | None = Field(
+        default=None, description="3D only: the slice where the teacher disagrees most"
     )
 
     model_config = ConfigDict(
@@ -398,7 +441,15 @@ class ResultOut(BaseModel):
             issue_fraction=result.issue_fraction,
             model_uncertain=result.model_uncertain,
             figures=result.figures or {},
+            disagreement=describe(result.figures or {}),
+            disagreement_kind=disagreement_kind(result.figures or {}),
+            worst_slice=_worst_slice(result.slices),
         )
+
+
+def _worst_slice(slices: list[dict[str, Any]] | None) -> int | None:
+    worst = outputs_worst_slice([SliceResult(**s) for s in slices or ()])
+    return None if worst is None else worst.slice
 
 
 class ReviewCreate(BaseModel):
@@ -427,11 +478,151 @@ class ResultDetail(ResultOut):
     slices: list[dict[str, Any]] | None = Field(description="3D only: per-slice figures")
     files: dict[str, str] = Field(description="download paths of the case's masks")
     reviews: list[ReviewOut]
+    corrections: list[CorrectionOut] = Field(
+        default_factory=list, description="corrected masks uploaded for the case, oldest first"
+    )
 
 
 class HistoryItem(BaseModel):
     audit_id: int
     annotation_set_id: int
+    annotation_set_name: str = ""
+    annotation_set_tag: LabelTag = Field(
+        default=LabelTag.original, description="final: the audit scored a resolved set"
+    )
+    mask_source: MaskSource | None = Field(
+        default=None, description="resolved sets: where the audited mask of the case came from"
+    )
+    decision: Decision | None = Field(
+        default=None, description="the case's latest decision in this audit, if any"
+    )
     audit_status: AuditStatus
     audit_created_at: dt.datetime
     result: ResultOut
+
+
+# The review loop: corrections, resolving an audit, the cases sent back
+
+
+class CorrectionOut(BaseModel):
+    id: int
+    audit_id: int
+    case_id: int
+    case: str
+    file: FileOut
+    max_label: int
+    comment: str
+    author: str = Field(description="the name of the key that uploaded it")
+    key_id: int | None
+    created_at: dt.datetime
+
+    @classmethod
+    def of(cls, row: Correction) -> CorrectionOut:
+        return cls(
+            id=row.id,
+            audit_id=row.audit_id,
+            case_id=row.case_id,
+            case=row.case.name,
+            file=FileOut.of(row.file),
+            max_label=row.max_label,
+            comment=row.comment,
+            author=row.author,
+            key_id=row.key_id,
+            created_at=row.created_at,
+        )
+
+
+class ResolveCreate(BaseModel):
+    policy: Undecided = Field(
+        description="for cases no decision settles (none, or needs_rework without a "
+        "correction): keep_original, accept_flagged (flagged cases take the cleansed mask) or "
+        "exclude",
+        examples=["accept_flagged"],
+    )
+    name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="the new set's name (default: <audited set>-final-audit<id>)",
+    )
+    description: str = Field(default="", max_length=10_000)
+
+
+class ReworkOut(BaseModel):
+    """A case sent back: its latest decision is needs_rework, with no correction since."""
+
+    case_id: int
+    case: str
+    review: ReviewOut
+
+
+class Deleted(BaseModel):
+    """What a DELETE removed."""
+
+    deleted: str = Field(description="dataset, annotation_set or audit")
+    id: int
+    blobs_removed: int = Field(description="stored files no other record used, now removed")
+
+
+# Comparisons of annotation sets
+
+
+class ComparisonCreate(BaseModel):
+    annotation_set_ids: list[DbIdField] = Field(
+        min_length=2,
+        max_length=10,
+        description="two to ten annotation sets of one dataset; with three or more, a STAPLE "
+        "consensus is stored as a new annotation set",
+        examples=[[2, 3, 4]],
+    )
+
+
+class ComparisonProgressOut(BaseModel):
+    cases_done: int
+    percent: float | None
+    heartbeat_at: dt.datetime | None
+
+
+class ComparisonOut(BaseModel):
+    id: int
+    dataset_id: int
+    annotation_set_ids: list[int] = Field(description="in the order the request named them")
+    status: AuditStatus
+    cases: int = Field(description="cases with a mask in every set when it was created")
+    progress: ComparisonProgressOut
+    summary: dict[str, Any] | None = Field(
+        description="when succeeded: per pair of sets and class, Dice and distances (mm) "
+        "averaged over the cases (a class one set lacks counts with the worst scores, one "
+        "absent from both is left out), the cases that disagree most, and with three or more "
+        "sets `staple`: the consensus set's id and each set's sensitivity and specificity"
+    )
+    consensus_set_id: int | None = Field(description="the STAPLE consensus set (3+ sets)")
+    error: FailureOut | None
+    attempts: int
+    task_id: str | None
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+
+class ComparisonRowOut(BaseModel):
+    """One case, class and pair of sets; distances are symmetric surface distances in mm."""
+
+    rank: int = Field(description="1 = the row that disagrees most")
+    case_id: int
+    case: str
+    label: int = Field(description="the class index")
+    set_a_id: int
+    set_b_id: int
+    status: str = Field(
+        description="scored, missing_in_a / missing_in_b (the worst scores: Dice 0, distances "
+        "the image's diagonal in mm) or absent (in neither: not scored)"
+    )
+    dice: float | None
+    mean_distance_mm: float | None
+    p95_distance_mm: float | None
+    objects_a: int = Field(description="connected components of the class in set a's mask")
+    objects_b: int
+    only_in_a: int = Field(description="objects of set a that overlap nothing in set b")
+    only_in_b: int
+    disagreement: float | None = Field(description="1 - dice; None when absent")

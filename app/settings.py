@@ -16,6 +16,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+MIB = 1024**2
 GIB = 1024**3
 
 
@@ -58,10 +59,33 @@ class Settings(BaseSettings):
     # Origins allowed to call the API from a browser: comma-separated, or "*".
     cors_origins: Annotated[list[str], NoDecode] = []
     # Upload limits: the whole request body, files per upload (zip entries included), and the
-    # bytes an upload expands to once unpacked.
-    max_request_bytes: int = 2 * GIB
-    max_files: int = 10_000
-    max_uncompressed_bytes: int = 8 * GIB
+    # bytes an upload expands to once unpacked (twice the body: zipped NIfTI/PNG barely shrink).
+    max_request_bytes: PositiveInt = 2 * GIB
+    max_files: PositiveInt = 10_000
+    max_uncompressed_bytes: PositiveInt = 4 * GIB
+    # Zip bombs: a zip entry, or a whole zip, that declares more than
+    # compression_ratio_floor_bytes unpacked may expand at most max_compression_ratio times its
+    # compressed size. Checked on the central directory before anything is written, and again
+    # on the bytes while they are unpacked (declared sizes can lie). DEFLATE tops out near
+    # 1030:1 (all zeros); a sparse raw label volume reaches ~650:1, hence the floor: raw masks
+    # up to 64 MiB pass whatever their ratio; bigger ones should be sent gzipped (.nii.gz).
+    max_compression_ratio: PositiveFloat = 200.0
+    compression_ratio_floor_bytes: NonNegativeInt = 64 * MIB
+    # Decompression bombs: an image is refused by its header's size before it is decoded.
+    # Checking an upload holds one decoded image at a time, about 5 bytes per pixel or voxel
+    # and channel (its stored values and a float32 copy; docs/benchmarks.md): 2^26 pixels
+    # (8192 x 8192, 2D) and 2^28 voxels (512 x 512 x 1024, 3D) bound that at about 0.3 GiB
+    # (1 GiB in RGB) and 1.3 GiB.
+    max_image_pixels: PositiveInt = 2**26
+    max_image_voxels: PositiveInt = 2**28
+    # Crash leftovers (app/storage.py, app/services/sweep.py): staging under <storage>/tmp in
+    # which nothing changed for staging_max_age_s is swept at the API's start-up and then at
+    # most every 10 minutes (when a request stages files); blobs older than
+    # orphan_blob_min_age_s that no files row names are collected at start-up and by
+    # `segaudit storage gc`. Each must outlast what a live request or job does (an upload's
+    # unpacking, a job's staging; an upload's publish-to-commit); 0 is for tests only.
+    staging_max_age_s: NonNegativeFloat = 6 * 3600
+    orphan_blob_min_age_s: NonNegativeFloat = 3600
     # DICOMweb servers the API may pull from and push to (POST .../dicomweb/pull|push): root
     # URLs, comma-separated; a request's URL must be one of them or lie under one. The default,
     # none, turns DICOMweb through the API off: the service would otherwise send requests to any

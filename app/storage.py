@@ -3,6 +3,15 @@
 Every file is first written under ``<root>/tmp`` (same file system), hashed as it is written,
 flushed, and then renamed into place, so a blob is either complete or absent. Blobs are shared
 by content: the database rows that name a file (``files``) carry its name, size and checksum.
+
+Nothing is left behind by a crash: a process killed mid-request leaves its folder under ``tmp``,
+which ``sweep_staging`` removes once nothing in it has changed for ``staging_max_age_s``. The API
+sweeps at start-up (``app.main``) and then on its own schedule, with no scheduler of its own:
+``new_folder`` (every upload and every job's staging) sweeps first when the last sweep is more
+than ``SWEEP_EVERY_S`` old. The age is what keeps a sweep off the live folders of concurrent
+requests and of other processes (several API processes, workers); 0 sweeps everything and is
+only for a store nothing else uses (tests). Blobs that no ``files`` row names are collected by
+``app.services.sweep`` (``segaudit storage gc``, and at start-up).
 """
 
 from __future__ import annotations
@@ -10,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +29,7 @@ from pathlib import Path
 from typing import IO
 
 CHUNK = 1024 * 1024
+SWEEP_EVERY_S = 600.0  # new_folder sweeps stale staging at most this often
 
 
 @dataclass(frozen=True)
@@ -32,10 +44,16 @@ class Written:
 class Store:
     """The storage folder: ``blobs/`` by content, ``tmp/`` for staging (same file system)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, staging_max_age_s: float | None = None) -> None:
+        """``staging_max_age_s``: sweep staging older than this from ``new_folder``, at most
+        every ``SWEEP_EVERY_S`` (None: never; the API passes its setting).
+        """
         self.root = Path(root)
         self.blobs = self.root / "blobs"
         self.tmp = self.root / "tmp"
+        self.staging_max_age_s = staging_max_age_s
+        self._swept_at: float | None = None
+        self._sweep_lock = threading.Lock()
 
     def path(self, sha256: str) -> Path:
         return self.blobs / sha256[:2] / sha256
@@ -45,6 +63,7 @@ class Store:
 
     def new_folder(self) -> Path:
         """A new private folder under ``tmp``; the caller removes it."""
+        self._maybe_sweep()
         folder = self.tmp / uuid.uuid4().hex
         folder.mkdir(parents=True)
         return folder
@@ -58,18 +77,82 @@ class Store:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
+    def _maybe_sweep(self) -> None:
+        if self.staging_max_age_s is None:
+            return
+        with self._sweep_lock:
+            now = time.monotonic()
+            if self._swept_at is not None and now - self._swept_at < SWEEP_EVERY_S:
+                return
+            self._swept_at = now
+        self.sweep_staging(self.staging_max_age_s)
+
+    def sweep_staging(self, max_age_s: float, *, dry_run: bool = False) -> list[Path]:
+        """Remove (unless ``dry_run``) each entry of ``tmp`` in which nothing changed for
+        ``max_age_s`` seconds (a folder's age is that of the newest file or folder in it);
+        returns what was (or would be) removed.
+        """
+        removed: list[Path] = []
+        if not self.tmp.is_dir():
+            return removed
+        cutoff = time.time() - max_age_s
+        for entry in sorted(self.tmp.iterdir()):
+            try:
+                if _newest_mtime(entry) > cutoff:
+                    continue
+                if dry_run:
+                    pass
+                elif entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+            except FileNotFoundError:
+                continue  # removed meanwhile by its own request
+            removed.append(entry)
+        return removed
+
+    def blob_paths(self) -> Iterator[Path]:
+        """Every blob in the store (files named by a SHA-256 under ``blobs/<sha[:2]>/``)."""
+        if not self.blobs.is_dir():
+            return
+        for prefix in sorted(self.blobs.iterdir()):
+            if prefix.is_dir():
+                yield from sorted(p for p in prefix.iterdir() if p.is_file())
+
     def publish(self, written: Written) -> bool:
-        """Move a staged file into the store; True when this call created the blob."""
+        """Move a staged file into the store; True when this call created the blob.
+
+        The blob's mtime is set to now, also when it was there already, so that a blob being
+        published (its ``files`` row not yet committed) looks new to ``segaudit storage gc``,
+        which collects only blobs older than ``orphan_blob_min_age_s``.
+        """
         target = self.path(written.sha256)
-        if target.exists():
+        try:
+            os.utime(target)  # there already: now it looks new
+        except FileNotFoundError:
+            pass
+        else:
             written.path.unlink(missing_ok=True)
             return False
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(written.path, target)
+        os.utime(target)
         return True
 
     def discard(self, sha256: str) -> None:
         self.path(sha256).unlink(missing_ok=True)
+
+
+def _newest_mtime(entry: Path) -> float:
+    newest = entry.lstat().st_mtime
+    if entry.is_dir() and not entry.is_symlink():
+        for folder, dirs, files in os.walk(entry):
+            for name in (*dirs, *files):
+                try:
+                    newest = max(newest, os.lstat(os.path.join(folder, name)).st_mtime)
+                except FileNotFoundError:
+                    continue
+    return newest
 
 
 class LimitExceeded(Exception):

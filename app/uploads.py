@@ -1,8 +1,12 @@
 """Receiving uploaded files (plain or in zip archives) into a staging folder, within limits.
 
 Nothing is read into memory whole: each file is copied in chunks and hashed on the way. Every
-refusal names the file at fault; the caller's staging folder is removed either way, so a
-refused upload leaves nothing behind.
+refusal names the file at fault as the client sent it (``export.zip:a/b.png``), never a path on
+the server; the caller's staging folder is removed either way, so a refused upload leaves
+nothing behind. Bombs are refused before they cost: a zip by its central directory's sizes and
+compression ratios before anything of it is written (and by the bytes counted while it is
+unpacked, since declared sizes can lie), an image by the size its header declares before it is
+decoded.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ from pathlib import Path, PurePosixPath
 from typing import IO, BinaryIO
 
 from app.errors import Invalid, TooLarge
+from app.settings import Settings
 from app.storage import LimitExceeded, Written, copy_stream
-from imaging.errors import ErrorCode
-from imaging.formats import FORMATS, format_of, split_name
+from imaging.checks import check_image_size
+from imaging.errors import ErrorCode, InputError
+from imaging.formats import FORMATS, format_of, header_shape, split_name
 
 SUPPORTED = ", ".join(sorted(set(FORMATS)))
 ZIP_MAGIC = b"PK\x03\x04"
@@ -28,17 +34,45 @@ ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError,
 
 @dataclass(frozen=True)
 class Limits:
+    """An upload's limits; ``Settings`` documents each (``Limits.of``)."""
+
     max_files: int  # files per upload, zip entries included
     max_bytes: int  # bytes per upload once unpacked
+    max_ratio: float = 200.0  # unpacked / compressed, for a zip or entry over ratio_floor
+    ratio_floor: int = 64 * 1024**2  # bytes unpacked that any ratio may reach
+    max_pixels: int = 2**26  # per 2D image, by its header
+    max_voxels: int = 2**28  # per 3D image, by its header
+
+    @classmethod
+    def of(cls, settings: Settings) -> Limits:
+        return cls(
+            max_files=settings.max_files,
+            max_bytes=settings.max_uncompressed_bytes,
+            max_ratio=settings.max_compression_ratio,
+            ratio_floor=settings.compression_ratio_floor_bytes,
+            max_pixels=settings.max_image_pixels,
+            max_voxels=settings.max_image_voxels,
+        )
+
+    def expansion(self, compressed: int) -> int:
+        """The most bytes ``compressed`` bytes of a zip may unpack to."""
+        return max(self.ratio_floor, int(self.max_ratio * compressed))
 
 
 @dataclass(frozen=True)
 class Incoming:
-    """One received file: its name (``case7.nii.gz``), case name (``case7``) and staged copy."""
+    """One received file: its name (``case7.nii.gz``), case name (``case7``), staged copy, and
+    the name the client knows it by (``export.zip:a/case7.nii.gz``; default: ``name``).
+    """
 
     name: str
     case: str
     written: Written
+    sent_as: str | None = None
+
+    @property
+    def shown(self) -> str:
+        return self.sent_as or self.name
 
 
 class Budget:
@@ -67,6 +101,20 @@ class Budget:
             ErrorCode.UPLOAD_TOO_LARGE,
             f"{name}: the upload expands to more than {self.limits.max_bytes} bytes; "
             "split it into several uploads",
+            file=name,
+        )
+
+    def check_ratio(self, name: str, unpacked: int, compressed: int) -> None:
+        """Refuse a zip, or one of its entries, that would unpack too far (``Limits``)."""
+        if unpacked > self.limits.expansion(compressed):
+            raise self.bomb(name, f"declares {unpacked} bytes from {compressed} compressed")
+
+    def bomb(self, name: str, what: str) -> TooLarge:
+        return TooLarge(
+            ErrorCode.COMPRESSION_RATIO,
+            f"{name}: {what}, more than {self.limits.max_ratio:g} times its compressed size "
+            f"(past {self.limits.ratio_floor} bytes): refused as a zip bomb; send such files "
+            "compressed themselves (.nii.gz, PNG) or split the archive",
             file=name,
         )
 
@@ -152,14 +200,19 @@ class Receiver:
         dest.parent.mkdir()
         return dest
 
-    def _write(self, stream: IO[bytes], name: str, shown: str, depth: int) -> list[Received]:
+    def _write(
+        self, stream: IO[bytes], name: str, shown: str, depth: int, expands: int | None = None
+    ) -> list[Received]:
         """Write one file (already counted by ``budget.take_file``); unpack it if it is a zip
-        told by content.
+        told by content. ``expands``: the most bytes a zip entry may unpack to (its ratio).
         """
         dest = self._destination(name, shown)
+        left = self.budget.bytes_left()
         try:
-            written = copy_stream(stream, dest, limit=self.budget.bytes_left())
+            written = copy_stream(stream, dest, limit=min(left, expands or left))
         except LimitExceeded:
+            if expands is not None and expands < left:
+                raise self.budget.bomb(shown, f"unpacks to more than {expands} bytes") from None
             raise self.budget.too_large(shown) from None
         self.budget.bytes += written.size
         if not self.by_content or depth == 0:  # a part was told a zip or not already
@@ -193,12 +246,19 @@ class Receiver:
                 self.budget.take_file(shown, len(entries))
                 # Sizes in the archive can lie: they only allow a quick refusal, and the bytes
                 # actually unpacked are counted as they are written.
-                if sum(e.file_size for e in entries) > self.budget.bytes_left():
+                declared = sum(e.file_size for e in entries)
+                if declared > self.budget.bytes_left():
                     raise self.budget.too_large(shown)
+                for entry in entries:  # each entry first, to name the one at fault
+                    where = f"{shown}:{entry.filename}"
+                    self.budget.check_ratio(where, entry.file_size, entry.compress_size)
+                self.budget.check_ratio(shown, declared, archive.stat().st_size)
                 received = []
                 for entry, name in zip(entries, names, strict=True):
+                    where = f"{shown}:{entry.filename}"
+                    expands = self.budget.limits.expansion(entry.compress_size)
                     with zf.open(entry) as stream:
-                        received += self._write(stream, name, f"{shown}:{entry.filename}", depth)
+                        received += self._write(stream, name, where, depth, expands)
                 return received
         except ZIP_ERRORS as exc:
             raise Invalid(
@@ -226,11 +286,37 @@ def receive(
     received: dict[str, Incoming] = {}
     for index, (raw_name, stream) in enumerate(parts):
         for item in receiver.part(index, raw_name, stream):
+            check_header(item.path, item.shown, limits)
             name = item.path.name
-            _add(received, Incoming(name, split_name(Path(name))[0], item.written), item.shown)
+            case = split_name(Path(name))[0]
+            _add(received, Incoming(name, case, item.written, item.shown), item.shown)
     if not received:
         raise nothing_received()
     return list(received.values())
+
+
+def check_header(path: Path, shown: str, limits: Limits) -> None:
+    """Refuse an image or mask by its header, before any of its pixels is decoded: larger than
+    the pixel or voxel limit (413), or refused as it is (422: no pixels, data in another file).
+    A header that cannot be parsed at all is left to the checks that read the file (its
+    reader fails on it the same way, after the service's own checks of the upload).
+    """
+    try:
+        shape = header_shape(path)
+        check_image_size(
+            shape,
+            name=shown,
+            max_pixels=limits.max_pixels,
+            max_voxels=limits.max_voxels,
+            setting="SEGAUDIT_MAX_IMAGE_",
+        )
+    except InputError as exc:
+        if exc.code == ErrorCode.IMAGE_TOO_LARGE:
+            detail = exc.detail if exc.detail.startswith(shown) else f"{shown}: {exc.detail}"
+            raise TooLarge(exc.code, detail, file=shown) from None
+        raise Invalid(exc.code, f"{shown}: {exc.detail}", file=shown) from None
+    except Exception:  # no header to go by: the reader refuses it, naming it
+        return
 
 
 def safe_name(raw: str, *, shown: str | None = None) -> str:

@@ -129,7 +129,7 @@ def run_naive(
         write_case_mask(case, labels, raw, out / "cleansed")
     write_scores(out / "scores.csv", dataset.case_ids, losses, flagged)
     save_checkpoint(
-        out / "model.pt", state, data, config, dataset.case_ids, working_size=_size(data)
+        out / "model.pt", [state], [data], config, dataset.case_ids, working_size=_size(data)
     )
     return {"trained_images": float(len(data.masks) * config.epochs)}
 
@@ -141,7 +141,7 @@ def run_oracle(
     state, data = train_plain(dataset, config, device)
     out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(
-        out / "model.pt", state, data, config, dataset.case_ids, working_size=_size(data)
+        out / "model.pt", [state], [data], config, dataset.case_ids, working_size=_size(data)
     )
     return {"trained_images": float(len(data.masks) * config.epochs)}
 

@@ -25,16 +25,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instances", action="store_true", help="masks are instance maps")
     p.add_argument("--noise", choices=sorted(NOISE), required=True, help="B, L or mixed")
     p.add_argument("--alpha", type=float, default=0.4, help="fraction of training cases corrupted")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of noise and training")
     p.add_argument(
         "--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}"
     )
     p.add_argument(
         "--size", type=int, default=None, help="working size in px (default: from the data)"
     )
-    p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--train-cases", type=int, default=48)
-    p.add_argument("--test-cases", type=int, default=16)
+    p.add_argument("--epochs", type=int, default=40, help="training epochs of every method")
+    p.add_argument(
+        "--train-cases", type=int, default=48, help="cases in the corrupted training split"
+    )
+    p.add_argument("--test-cases", type=int, default=16, help="held-out cases for downstream Dice")
     p.add_argument(
         "--pool",
         choices=("test", "dev", "all"),
@@ -43,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(default), or all of them for a folder that is already a test set",
     )
     p.add_argument("--folds", type=int, default=5, help="cleanlab's cross-validation folds")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to train"
+    )
     p.add_argument(
         "--oracle",
         action=argparse.BooleanOptionalAction,
@@ -57,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="an AuditConfig field for every method, e.g. --set lr_schedule=cosine (repeatable)",
     )
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="folder for results.json/.md")
     return p
 
 

@@ -114,6 +114,8 @@ def _cmd_audit(args: argparse.Namespace) -> int:
             ("size", args.size),
             ("seed", args.seed),
             ("num_classes", args.num_classes),
+            ("folds", args.folds),
+            ("group_pattern", args.group_pattern),
         )
         if v is not None
     }
@@ -219,7 +221,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--num-classes", type=int, help="number of classes K incl. background (default: inferred)"
     )
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument(
+        "--folds",
+        type=int,
+        help="cross-fitting: train K networks, each scoring the cases it never saw (default 1: "
+        "one network on every case)",
+    )
+    p.add_argument(
+        "--group-pattern",
+        help="regex naming each case's group (its first group, or the match), so folds keep "
+        "a patient's cases together, e.g. '^([^_]+)_'",
+    )
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where to train (auto: CUDA when there is a GPU)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
     p.add_argument("--top", type=int, default=10, help="rows of the printed table")
@@ -227,29 +245,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_audit)
 
     p = sub.add_parser("segment", help="segment new images with an audit's model.pt")
-    p.add_argument("--model", type=Path, required=True)
-    p.add_argument("--images", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--model", type=Path, required=True, help="an audit's model.pt")
+    p.add_argument(
+        "--images", type=Path, required=True, help="folder of images (PNG, JPEG, TIFF, NIfTI...)"
+    )
+    p.add_argument("--out", type=Path, required=True, help="folder for the predicted masks")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run")
     p.set_defaults(func=_cmd_segment)
 
     p = sub.add_parser(
         "corrupt", help="inject known noise into true masks (for demos and benchmarks)"
     )
-    p.add_argument("--masks", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--masks", type=Path, required=True, help="folder of true masks")
+    p.add_argument("--out", type=Path, required=True, help="folder for the noisy copies")
     p.add_argument("--truth", type=Path, required=True, help="CSV to write: case,kind,detail")
-    p.add_argument("--fraction", type=float, default=0.4)
-    p.add_argument("--protocol", choices=("boundary", "missing", "mixed"), default="mixed")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fraction", type=float, default=0.4, help="fraction of masks corrupted")
+    p.add_argument(
+        "--protocol",
+        choices=("boundary", "missing", "mixed"),
+        default="mixed",
+        help="kind of noise injected",
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed")
     p.set_defaults(func=_cmd_corrupt)
 
     p = sub.add_parser("evaluate", help="score a finished audit against known noise")
     p.add_argument("--audit", type=Path, required=True, help="the audit's output folder")
     p.add_argument("--truth", type=Path, required=True, help="CSV case,kind (kind none = clean)")
-    p.add_argument("--true-masks", type=Path, required=True)
+    p.add_argument("--true-masks", type=Path, required=True, help="folder of the true masks")
     p.add_argument("--given-masks", type=Path, required=True, help="the masks the audit was given")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=_cmd_evaluate)
     return parser
 

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pacs": ("cli.pacs", "pull a study from a DICOMweb server, push cleansed masks back"),
     "db": ("cli.admin", "apply the service's database migrations (db upgrade)"),
     "keys": ("cli.admin", "create, list and revoke the service's API keys"),
+    "storage": ("cli.admin", "remove crash leftovers: stale staging, unnamed blobs (storage gc)"),
     "serve": ("cli.serve", "serve the REST API (--embedded: with a local worker, no servers)"),
     "worker": ("cli.worker", "run audits from the task queues (one worker per GPU)"),
     "submit": ("cli.submit", "upload a dataset to the service, audit it, download the export"),
@@ -29,7 +30,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def usage() -> str:
     width = max(len(name) for name in COMMANDS)
-    lines = ["usage: segaudit COMMAND [options]   (segaudit COMMAND --help for its options)", ""]
+    lines = [
+        "usage: segaudit COMMAND [options]   (segaudit COMMAND --help for its options)",
+        "       segaudit --version",
+        "",
+    ]
     lines += [f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
     return "\n".join(lines)
 
@@ -39,6 +44,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help"):
         print(usage())
         return 0 if args else 2
+    if args[0] in ("-V", "--version"):
+        from imaging import __version__  # no torch, no web stack
+
+        print(f"segaudit {__version__}")
+        return 0
     command = args[0]
     if command not in COMMANDS:
         print(f"segaudit: unknown command {command!r}\n\n{usage()}", file=sys.stderr)

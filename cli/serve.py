@@ -23,6 +23,7 @@ from pathlib import Path
 
 import uvicorn
 
+from app import logs
 from app.db import migrate
 from app.db.session import make_engine
 from app.main import create_app
@@ -46,7 +47,10 @@ def _parser() -> argparse.ArgumentParser:
         "--url-file", type=Path, help="write the server's URL to this file once it listens"
     )
     parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="uvicorn's log level",
     )
     return parser
 
@@ -54,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str]) -> int:
     """``argv[0]`` is the command (``serve``), the rest its options."""
     args = _parser().parse_args(list(argv[1:]))
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s: %(message)s")
+    logs.configure(args.log_level)  # one format, with request ids; uvicorn logs through it
     settings = get_settings()
     # uvicorn stops on SIGINT/SIGTERM, then raises the signal again: end with a clean exit
     # instead, so that the embedded worker is stopped below.
@@ -74,7 +78,11 @@ def main(argv: Sequence[str]) -> int:
         worker = EmbeddedWorker(settings, args.log_level)
         worker.start()
     try:
-        config = uvicorn.Config(create_app(settings), log_level=args.log_level)
+        # uvicorn's own logging config and access log would replace ours: app.logs logs each
+        # request with its id.
+        config = uvicorn.Config(
+            create_app(settings), log_level=args.log_level, log_config=None, access_log=False
+        )
         server = uvicorn.Server(config)
         if args.url_file:  # written whole, then renamed: a reader never sees half of it
             partial = args.url_file.with_name(f".{args.url_file.name}.tmp")

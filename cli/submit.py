@@ -1,10 +1,16 @@
 """``segaudit submit``: a batch job's way into the service, over its REST API only.
 
-It creates a dataset, uploads the images and the masks (zipped, in batches), starts an audit
-and, with ``--wait``, follows it with a progress bar until it ends, then downloads the export
-(``scores.csv`` and ``cleansed/``) into ``--out``. Exit status: 0 when the audit succeeded (or
-was queued, without ``--wait``), 1 when it failed or was cancelled, 2 when the service refused
-a request or could not be reached.
+It creates a dataset (or, with ``--dataset-id``, adds to an existing one), uploads the images
+and the masks (zipped, in batches), starts an audit and, with ``--wait``, follows it with a
+progress bar until it ends, then downloads the export (``scores.csv`` and ``cleansed/``) into
+``--out``. ``--audit ID`` re-attaches to an audit started earlier: it follows it and downloads
+its export. When an upload or the audit's start is refused, the dataset and annotation set this
+run created are deleted again, so nothing half-made stays behind.
+
+The key is read from ``SEGAUDIT_API_KEY`` (``--api-key`` also works, but shows the key in
+``ps`` and the shell's history). Exit status: 0 when the audit succeeded (or was queued, without
+``--wait``), 1 when it failed or was cancelled, 2 when the service refused a request or could
+not be reached.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import argparse
 import csv
 import datetime as dt
 import json
+import os
 import sys
 import tempfile
 import time
@@ -26,6 +33,10 @@ from tqdm import tqdm
 
 FINISHED = ("succeeded", "failed", "cancelled")
 BATCH = 2000  # files per uploaded zip, well under the service's SEGAUDIT_MAX_FILES
+KEY_ENV = "SEGAUDIT_API_KEY"
+# Folder names that say nothing about the data: a default name adds the parent folder's.
+GENERIC = {"images", "image", "imgs", "img", "masks", "mask", "labels", "label", "segmentations"}
+GENERIC |= {"imagestr", "imagests", "labelstr", "labelsts", "data", "input", "inputs", "gt"}
 
 
 class Refused(Exception):
@@ -35,30 +46,83 @@ class Refused(Exception):
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="segaudit submit",
-        description="Upload images and masks to a segaudit service and audit the masks.",
+        description="Upload images and masks to a segaudit service and audit the masks; or "
+        "(--audit ID) follow an audit started earlier and download its results.",
+        epilog=f"The API key is read from ${KEY_ENV}; prefer it to --api-key, which other "
+        "users of the machine can see in `ps` and which stays in the shell's history.",
     )
     p.add_argument("--server", required=True, help="the service's URL, e.g. http://host:8000")
-    p.add_argument("--api-key", required=True, help="a key with role annotator or above")
-    p.add_argument("--images", type=Path, required=True, help="folder of images (any depth)")
-    p.add_argument("--masks", type=Path, required=True, help="folder of masks, named as images")
-    p.add_argument("--dataset", help="dataset name (default: images folder name and the time)")
-    p.add_argument("--annotation-set", help="annotation set name (default: masks folder name)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--size", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--num-classes", type=int)
-    p.add_argument("--parameters", type=json.loads, default={}, help="more parameters, as JSON")
-    p.add_argument("--wait", action="store_true", help="follow the audit, then download it")
-    p.add_argument("--out", type=Path, help="where --wait unpacks the export (default ./audit-ID)")
-    p.add_argument("--poll", type=float, default=2.0, help="seconds between status requests")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--top", type=int, default=10, help="most suspect cases to print (--wait)")
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get(KEY_ENV),
+        help=f"a key with role annotator or above (default: ${KEY_ENV}, the better place)",
+    )
+    what = p.add_argument_group("what to upload")
+    what.add_argument(
+        "--images", type=Path, help="folder of images (any depth); not with --dataset-id"
+    )
+    what.add_argument("--masks", type=Path, help="folder of masks, named as the images (any depth)")
+    what.add_argument(
+        "--dataset-id",
+        type=int,
+        help="add the masks as a new annotation set of this existing dataset (its images are "
+        "used; history and comparisons then span the sets) instead of creating a dataset",
+    )
+    what.add_argument(
+        "--dataset",
+        help="name of the new dataset (default: the images folder's name, with its parent's "
+        "when it is a generic one such as images/, and the time)",
+    )
+    what.add_argument(
+        "--annotation-set",
+        help="name of the new annotation set (default: the masks folder's name, with its "
+        "parent's when it is a generic one such as masks/)",
+    )
+    what.add_argument(
+        "--audit",
+        type=int,
+        metavar="ID",
+        help="upload nothing: follow audit ID (queued, running or finished) and download its "
+        "results, as --wait does",
+    )
+    params = p.add_argument_group("audit parameters (default: the service's)")
+    params.add_argument("--epochs", type=int, help="training epochs")
+    params.add_argument("--size", type=int, help="working size in pixels")
+    params.add_argument("--seed", type=int, help="random seed")
+    params.add_argument("--num-classes", type=int, help="classes including background")
+    params.add_argument(
+        "--parameters", type=json.loads, default={}, help="more parameters, as a JSON object"
+    )
+    out = p.add_argument_group("following and downloading")
+    out.add_argument("--wait", action="store_true", help="follow the audit, then download it")
+    out.add_argument("--out", type=Path, help="where the export is unpacked (default: ./audit-ID)")
+    out.add_argument("--poll", type=float, default=2.0, help="seconds between status requests")
+    out.add_argument("--quiet", action="store_true", help="no progress bar")
+    out.add_argument("--top", type=int, default=10, help="most suspect cases to print")
     return p
+
+
+def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if not args.api_key:
+        parser.error(f"no API key: set {KEY_ENV} (or pass --api-key)")
+    if args.audit is not None:
+        given = [o for o in ("images", "masks", "dataset_id") if getattr(args, o) is not None]
+        if given:
+            parser.error(f"--audit follows an audit started earlier; leave out --{given[0]}")
+        return
+    if args.masks is None:
+        parser.error("--masks is required (or --audit ID to follow an earlier audit)")
+    if args.dataset_id is None and args.images is None:
+        parser.error("--images is required, unless --dataset-id names a dataset to add to")
+    if args.dataset_id is not None and args.images is not None:
+        parser.error("--dataset-id uses the dataset's images; leave out --images")
 
 
 def main(argv: Sequence[str]) -> int:
     """``argv[0]`` is the command (``submit``), the rest its options."""
-    args = _parser().parse_args(list(argv[1:]))
+    parser = _parser()
+    args = parser.parse_args(list(argv[1:]))
+    _check(parser, args)
     parameters = dict(args.parameters)
     for key in ("epochs", "size", "seed", "num_classes"):
         if getattr(args, key) is not None:
@@ -66,11 +130,15 @@ def main(argv: Sequence[str]) -> int:
     headers = {"X-API-Key": args.api_key}
     with httpx.Client(base_url=args.server.rstrip("/"), headers=headers, timeout=600) as client:
         try:
-            audit = submit(client, args, parameters)
+            if args.audit is not None:
+                audit = _call(client, "GET", f"/v1/audits/{args.audit}")
+            else:
+                audit = submit(client, args, parameters)
             print(f"audit {audit['id']}: {audit['status']} ({audit['cases']} cases)")
-            if not args.wait:
+            if not args.wait and args.audit is None:
                 return 0
-            audit = follow(client, audit["id"], poll=args.poll, quiet=args.quiet)
+            if audit["status"] not in FINISHED:
+                audit = follow(client, audit["id"], poll=args.poll, quiet=args.quiet)
             out = args.out or Path(f"audit-{audit['id']}")
             return report(client, audit, out, top=args.top)
         except Refused as exc:
@@ -81,24 +149,74 @@ def main(argv: Sequence[str]) -> int:
             return 130
 
 
+def default_name(folder: Path) -> str:
+    """A name that says which data a folder holds: ``hc18/images`` rather than ``images``."""
+    folder = folder.resolve()
+    if folder.name.lower() in GENERIC and folder.parent.name:
+        return f"{folder.parent.name}/{folder.name}"
+    return folder.name
+
+
 def submit(client: httpx.Client, args: argparse.Namespace, parameters: dict[str, Any]) -> Any:
-    """Create the dataset and annotation set, upload the files, start the audit."""
+    """Create the dataset (unless ``--dataset-id``) and annotation set, upload the files, start
+    the audit. When any of it is refused, what this call created is deleted before it raises.
+    """
     for folder in (args.images, args.masks):
-        if not folder.is_dir():
+        if folder is not None and not folder.is_dir():
             raise Refused(f"{folder} is not a folder")
-    name = args.dataset or f"{args.images.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
-    dataset = _call(client, "POST", "/v1/datasets", json={"name": name})
-    cases = 0
-    for batch in _zips(args.images, "images"):
-        cases += _upload(client, f"/v1/datasets/{dataset['id']}/images", batch)["count"]
-    aset_name = args.annotation_set or args.masks.name
-    aset_path = f"/v1/datasets/{dataset['id']}/annotation-sets"
-    aset = _call(client, "POST", aset_path, json={"name": aset_name})
-    for batch in _zips(args.masks, "masks"):
-        _upload(client, f"{aset_path}/{aset['id']}/masks", batch)
-    print(f"dataset {dataset['id']} '{name}': {cases} cases uploaded with their masks")
-    body = {"dataset_id": dataset["id"], "annotation_set_id": aset["id"], "parameters": parameters}
-    return _call(client, "POST", "/v1/audits", json=body)
+    created: list[tuple[str, str]] = []  # (what, URL), to delete again on failure
+    try:
+        if args.dataset_id is None:
+            name = (
+                args.dataset or f"{default_name(args.images)} {dt.datetime.now():%Y-%m-%d %H:%M:%S}"
+            )
+            dataset = _call(client, "POST", "/v1/datasets", json={"name": name})
+            created.append((f"dataset {dataset['id']}", f"/v1/datasets/{dataset['id']}"))
+            cases = 0
+            for batch in _zips(args.images, "images"):
+                cases += _upload(client, f"/v1/datasets/{dataset['id']}/images", batch)["count"]
+            print(f"dataset {dataset['id']} '{name}': {cases} cases uploaded")
+        else:
+            dataset = _call(client, "GET", f"/v1/datasets/{args.dataset_id}")
+            print(f"dataset {dataset['id']} '{dataset['name']}': {dataset['cases']} cases")
+        aset_name = args.annotation_set or default_name(args.masks)
+        aset_path = f"/v1/datasets/{dataset['id']}/annotation-sets"
+        aset = _call(client, "POST", aset_path, json={"name": aset_name})
+        created.append((f"annotation set {aset['id']}", f"{aset_path}/{aset['id']}"))
+        masks = 0
+        for batch in _zips(args.masks, "masks"):
+            masks += _upload(client, f"{aset_path}/{aset['id']}/masks", batch)["count"]
+        print(f"annotation set {aset['id']} '{aset_name}': {masks} masks uploaded")
+        body = {
+            "dataset_id": dataset["id"],
+            "annotation_set_id": aset["id"],
+            "parameters": parameters,
+        }
+        return _call(client, "POST", "/v1/audits", json=body)
+    except Refused:
+        _undo(client, created)
+        raise
+    except KeyboardInterrupt:
+        _undo(client, created)
+        raise Refused("interrupted before the audit started") from None
+
+
+def _undo(client: httpx.Client, created: list[tuple[str, str]]) -> None:
+    """Delete what ``submit`` created, newest first (the dataset takes its sets with it)."""
+    for what, url in reversed(created):
+        try:
+            response = client.delete(url)
+        except httpx.HTTPError as exc:
+            print(f"segaudit submit: could not delete {what}: {exc}", file=sys.stderr)
+            continue
+        if response.status_code in (200, 404):
+            print(f"segaudit submit: deleted {what}, which this run had created", file=sys.stderr)
+        else:
+            print(
+                f"segaudit submit: {what} is left behind ({_describe(response)}); an admin "
+                f"can delete it: DELETE {url}",
+                file=sys.stderr,
+            )
 
 
 def follow(client: httpx.Client, audit_id: int, *, poll: float, quiet: bool) -> Any:

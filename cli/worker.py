@@ -28,7 +28,12 @@ def _parser() -> argparse.ArgumentParser:
         "--gpu", help="the GPU this worker uses (sets CUDA_VISIBLE_DEVICES); one worker per GPU"
     )
     parser.add_argument("--hostname", help="the worker's node name (default: segaudit-PID@host)")
-    parser.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--loglevel",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="Celery's log level",
+    )
     parser.add_argument(
         "--no-reconcile",
         dest="reconcile",

@@ -1,14 +1,16 @@
 """Finding, pairing, reading and checking the cases of an audit.
 
-A case is an image and a mask with the same file name stem in two folders, or, for DICOM input
-(a folder or zip of series with SEG or RTSTRUCT masks), a series and the mask that references it
-(``imaging.dicom.cases``). ``read_case`` reads one case and applies every rule of
+A case is an image and a mask with the same file name stem in two folders (3D Slicer's
+``case.seg.nrrd`` is the mask of ``case.nrrd``, also when both lie in one folder), or, for DICOM
+input (a folder or zip of series with SEG or RTSTRUCT masks), a series and the mask that
+references it (``imaging.dicom.cases``). ``read_case`` reads one case and applies every rule of
 ``imaging.checks`` to it; the first problem found is raised as an ``InputError`` that names the
 case.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +18,14 @@ from imaging import checks
 from imaging.dicom.cases import DicomPair, find_pairs
 from imaging.dicom.source import is_dicom_input
 from imaging.errors import ErrorCode, InputError
-from imaging.formats import FORMATS, format_of, read_image, read_mask, split_name
+from imaging.formats import (
+    FORMATS,
+    METAIMAGE_DATA,
+    format_of,
+    read_image,
+    read_mask,
+    split_name,
+)
 from imaging.geometry import Loaded
 
 
@@ -40,17 +49,25 @@ class CheckedCase:
     max_label: int
 
 
-def index_folder(folder: Path, what: str) -> dict[str, Path]:
+def index_folder(
+    folder: Path, what: str, *, keep: Callable[[Path], bool] | None = None
+) -> dict[str, Path]:
+    """The ``what`` files (image or mask) at the top of ``folder`` by case name; ``keep`` picks
+    some of them. A ``.mhd`` header's data file is not a case of its own.
+    """
     if not folder.is_dir():
         raise InputError(
             ErrorCode.NOT_A_FOLDER, f"the {what} folder {folder} does not exist or is not a folder"
         )
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or path.is_dir():
+        if path.name.startswith(".") or path.is_dir() or (keep and not keep(path)):
             continue
         stem, ext = split_name(path)
+        if ext in METAIMAGE_DATA and (folder / f"{stem}.mhd").is_file():
+            continue
         if format_of(path) is None:
+            _refuse_dicom(folder, what)
             supported = ", ".join(sorted(set(FORMATS)))
             raise InputError(
                 ErrorCode.UNSUPPORTED_FORMAT,
@@ -66,10 +83,26 @@ def index_folder(folder: Path, what: str) -> dict[str, Path]:
             )
         found[stem] = path
     if not found:
+        _refuse_dicom(folder, what)
         raise InputError(
             ErrorCode.EMPTY_FOLDER, f"the {what} folder {folder} holds no {what} files"
         )
     return found
+
+
+def _refuse_dicom(folder: Path, what: str) -> None:
+    """Say that DICOM is not read here when ``folder`` holds DICOM (at any depth)."""
+    if is_dicom_input(folder):
+        raise InputError(
+            ErrorCode.UNSUPPORTED_FORMAT,
+            f"the {what} folder {folder} holds DICOM files, which this command does not read "
+            "(it reads PNG, JPEG, TIFF, NIfTI, NRRD and MetaImage files); `segaudit audit` and "
+            "the service read DICOM series, or convert them first, e.g. with dcm2niix",
+        )
+
+
+def _is_slicer_seg(path: Path) -> bool:
+    return split_name(path)[1] == ".seg.nrrd"
 
 
 def find_cases(images_dir: Path, masks_dir: Path) -> list[CaseFiles]:
@@ -80,8 +113,12 @@ def find_cases(images_dir: Path, masks_dir: Path) -> list[CaseFiles]:
     if is_dicom_input(Path(images_dir)) or is_dicom_input(Path(masks_dir)):
         pairs, _ = find_pairs(Path(images_dir), Path(masks_dir))
         return [CaseFiles(p.case_id, p.image_path, p.mask_path, p) for p in pairs]
-    images = index_folder(Path(images_dir), "image")
-    masks = index_folder(Path(masks_dir), "mask")
+    if Path(images_dir).resolve() == Path(masks_dir).resolve():  # a 3D Slicer scene folder
+        images = index_folder(Path(images_dir), "image", keep=lambda p: not _is_slicer_seg(p))
+        masks = index_folder(Path(masks_dir), "mask", keep=_is_slicer_seg)
+    else:
+        images = index_folder(Path(images_dir), "image")
+        masks = index_folder(Path(masks_dir), "mask")
     for stems, have, lack, code in (
         (sorted(set(images) - set(masks)), "image", "mask", ErrorCode.MISSING_MASK),
         (sorted(set(masks) - set(images)), "mask", "image", ErrorCode.MISSING_IMAGE),

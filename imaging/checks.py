@@ -5,6 +5,8 @@ the file (and the case, where there is one).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from imaging.errors import ErrorCode, InputError
@@ -12,6 +14,26 @@ from imaging.geometry import Geometry
 
 # How far two affines may differ (per element) and still describe one grid.
 AFFINE_TOLERANCE = 1e-3
+
+
+def check_image_size(
+    shape: tuple[int, ...], *, name: str, max_pixels: int, max_voxels: int, setting: str = ""
+) -> None:
+    """An image's declared grid (``imaging.formats.header_shape``: 2D ``(H, W)``, 3D
+    ``(X, Y, Z)``) must hold at most ``max_pixels`` (2D) or ``max_voxels`` (3D and more)
+    elements, checked before it is decoded. ``setting`` names the limits, for the message.
+    """
+    count = math.prod(shape)
+    limit, unit = (max_pixels, "pixels") if len(shape) <= 2 else (max_voxels, "voxels")
+    if count <= limit:
+        return
+    where = f" ({setting}{unit.upper()})" if setting else ""
+    size = " x ".join(str(n) for n in shape)
+    raise InputError(
+        ErrorCode.IMAGE_TOO_LARGE,
+        f"{name}: the image is {size} = {count} {unit}, more than the limit of {limit}{where}; "
+        "downsample or crop it",
+    )
 
 
 def check_image_values(image: np.ndarray, *, name: str, case: str | None = None) -> None:

@@ -53,6 +53,9 @@ class ErrorCode(StrEnum):
     WRONG_DATASET = "wrong_dataset"
     AUDIT_FINISHED = "audit_finished"
     AUDIT_NOT_FINISHED = "audit_not_finished"
+    STILL_REFERENCED = "still_referenced"  # a deletion another record blocks
+    NOT_IN_REWORK = "not_in_rework"  # an annotator's correction of a case not sent back
+    NOTHING_RESOLVED = "nothing_resolved"  # a resolve that would leave no mask
     SERVER_NOT_ALLOWED = "server_not_allowed"
     # The service: uploads.
     EMPTY_UPLOAD = "empty_upload"
@@ -60,6 +63,8 @@ class ErrorCode(StrEnum):
     BAD_ZIP = "bad_zip"
     TOO_MANY_FILES = "too_many_files"
     UPLOAD_TOO_LARGE = "upload_too_large"
+    COMPRESSION_RATIO = "compression_ratio"  # a zip entry that expands too far: a bomb
+    IMAGE_TOO_LARGE = "image_too_large"  # more pixels or voxels than the limit, by its header
     REQUEST_TOO_LARGE = "request_too_large"
     # The service: keys and roles.
     MISSING_KEY = "missing_key"

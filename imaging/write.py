@@ -17,10 +17,11 @@ def write_array(path: Path, array: np.ndarray, geometry: Geometry, *, kind: str 
     """Write ``array`` (same spatial shape as ``geometry``) at ``path``.
 
     A ``.dcm`` path on a DICOM geometry becomes a SEG or RTSTRUCT of the source series; ``kind``
-    (``imaging.layout.CLEANSED`` or ``PSEUDO``) says what it is in its description.
+    (``imaging.layout.CLEANSED``, ``PSEUDO`` or ``ISSUE_MAPS``) says what it is in its
+    description (NIfTI and NRRD: ``imaging.formats.write_file``).
     """
     if geometry.is_dicom and path.suffix.lower() == ".dcm":
         path.parent.mkdir(parents=True, exist_ok=True)
         write_mask(path, array, geometry, kind=kind)
     else:
-        write_file(path, array, geometry)
+        write_file(path, array, geometry, kind=kind)

@@ -16,6 +16,7 @@ The results come back in memory as ``models.results.CaseResult`` records.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import shutil
 import time
@@ -30,19 +31,20 @@ from scipy.special import expit
 from imaging import layout
 from imaging.cases import find_cases, read_case_mask
 from imaging.errors import ErrorCode, InputError
-from imaging.formats import issue_map_target, output_extension
-from imaging.geometry import label_dtype
+from imaging.formats import FLAT_FORMATS, issue_map_target, output_extension
+from imaging.geometry import Geometry, label_dtype
 from imaging.write import write_array
 from models import outputs
 from models.calibration import Calibration, calibrate
-from models.checkpoint import load_checkpoint, resume_state, save_checkpoint
+from models.checkpoint import load_checkpoint, resume_states, save_checkpoint
 from models.cleansing import infer_single_object_classes, issue_map
 from models.config import AuditConfig
 from models.dataset import WorkingCase, WorkingSet, load_dataset
 from models.disagreement import dice_per_class
-from models.figure_names import EVIDENCE
+from models.figure_names import EVIDENCE, PHYSICAL_SIZES, SIZES
 from models.figures import CaseFigures, Prediction, SizeNorm, measure_case
 from models.fingerprint import Fingerprint, fingerprint
+from models.folds import FoldPlan, plan_folds
 from models.label_filter import FilterResult, fit_label_filter
 from models.network import predict_probs, resolve_device
 from models.preprocess import as_slices, from_slices, to_original
@@ -61,6 +63,7 @@ from models.train import (
     TrainData,
     TrainState,
     filter_step,
+    held_out_figures,
     new_state,
     pseudo_label,
     train,
@@ -89,11 +92,28 @@ class _Run:
     device: torch.device
     report: ProgressFn
     dataset: WorkingSet
-    data: TrainData
-    state: TrainState
+    data: TrainData  # every case
+    plan: FoldPlan
+    fold_data: list[TrainData]  # network k's training cases
+    states: list[TrainState]  # network k's training state
     resumed_from: int
     created: bool  # the output folder did not exist before this run
     timings: dict[str, float] = field(default_factory=dict)
+
+    def save(self) -> None:
+        save_checkpoint(
+            self.out / layout.MODEL,
+            self.states,
+            self.fold_data,
+            self.config,
+            self.dataset.case_ids,
+            working_size=self.size,
+            fold=self.plan.fold.tolist() if self.plan.cross_fitted else None,
+        )
+
+    def teacher_of(self, case: int) -> torch.nn.Module:
+        """The network that scores case ``case`` (cross-fitting: the one that never saw it)."""
+        return self.states[self.plan.scorer(case)].teacher.module
 
 
 def _no_report(_: Progress) -> None:
@@ -173,15 +193,21 @@ def prepare(
         case.image, case.mask = data.images[span], data.masks[span]  # views: one copy in memory
     load_s = time.perf_counter() - started
 
+    plan = plan_folds(dataset.case_ids, config.folds, config.group_pattern, seed=config.seed)
+    fold_data = (
+        [data.subset(plan.trains_on(k)) for k in range(plan.networks)]
+        if plan.cross_fitted
+        else [data]
+    )
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     if overwrite and not resume:
         _remove_outputs(out)
     try:
-        state = (
-            resume_state(payload, data, config, dataset.case_ids, torch_device)
+        states = (
+            resume_states(payload, fold_data, config, dataset.case_ids, torch_device)
             if payload is not None
-            else new_state(data, config, torch_device)
+            else [new_state(d, config, torch_device) for d in fold_data]
         )
     except BaseException:
         _forget(out, created)
@@ -197,40 +223,42 @@ def prepare(
         report,
         dataset,
         data,
-        state,
-        resumed_from=state.epoch,
+        plan,
+        fold_data,
+        states,
+        resumed_from=sum(s.epoch for s in states),
         created=created,
         timings={"load_s": load_s},
     )
 
 
 def fit(run: _Run) -> None:
-    """Train to the last epoch, checkpointing after each one."""
-
-    def on_epoch_end(s: TrainState) -> None:
-        save_checkpoint(
-            run.out / layout.MODEL,
-            s,
-            run.data,
-            run.config,
-            run.dataset.case_ids,
-            working_size=run.size,
-        )
-
+    """Train every network to the last epoch (one after another), checkpointing after each."""
     started = time.perf_counter()
+    epochs = run.config.epochs
     try:
-        train(
-            run.state,
-            run.data,
-            run.config,
-            run.device,
-            report=run.report,
-            on_epoch_end=on_epoch_end,
-        )
+        for k, (state, data) in enumerate(zip(run.states, run.fold_data, strict=True)):
+            train(
+                state,
+                data,
+                run.config,
+                run.device,
+                report=_fold_report(run.report, k, len(run.states), epochs),
+                on_epoch_end=lambda _: run.save(),
+            )
     except BaseException:
         _forget(run.out, run.created)
         raise
     run.timings["train_s"] = time.perf_counter() - started
+
+
+def _fold_report(report: ProgressFn, k: int, networks: int, epochs: int) -> ProgressFn:
+    """Progress of network ``k`` as part of all networks' epochs (one run of K x epochs)."""
+    if networks == 1:
+        return report
+    return lambda p: report(
+        dataclasses.replace(p, epoch=k * epochs + p.epoch, epochs=networks * epochs)
+    )
 
 
 def score(run: _Run, staging: Path) -> tuple[Verdict, list[CaseResult]]:
@@ -238,19 +266,19 @@ def score(run: _Run, staging: Path) -> tuple[Verdict, list[CaseResult]]:
     known-noisy copies, the graded score and the flag; masks written into ``staging``. Returns
     the verdict and the results, most suspect first.
     """
-    state, config, cases = run.state, run.config, run.dataset.cases
+    config, cases = run.config, run.dataset.cases
     started = time.perf_counter()
-    filter_step(state, run.data, config, update=not state.scored, final=True)
-    state.scored = True
-    save_checkpoint(
-        run.out / layout.MODEL,
-        state,
-        run.data,
-        config,
-        run.dataset.case_ids,
-        working_size=run.size,
-    )
-    reference = reference_cases(np.array([f.features() for f in state.figures]))
+    for state, data in zip(run.states, run.fold_data, strict=True):
+        filter_step(state, data, config, update=not state.scored, final=True)
+        state.scored = True
+    run.save()
+    if run.plan.cross_fitted:  # the cases' own figures, by the networks that never saw them
+        teachers = [s.teacher.module for s in run.states]
+        scorers = [run.plan.scorer(i) for i in range(len(cases))]
+        judged = held_out_figures(teachers, scorers, run.data, config)
+    else:
+        judged = run.states[0].figures
+    reference = reference_cases(np.array([f.features() for f in judged]))
     copies = copies_per_case(len(reference))
     is_reference = np.zeros(len(cases), bool)
     is_reference[reference] = True
@@ -261,7 +289,13 @@ def score(run: _Run, staging: Path) -> tuple[Verdict, list[CaseResult]]:
     work.mkdir(parents=True)
     for index, case in enumerate(cases):
         found, copies_found = _score_case(
-            case, run, work / f"{index}.npy", staging, copies=copies * is_reference[index], rng=rng
+            case,
+            index,
+            run,
+            work / f"{index}.npy",
+            staging,
+            copies=copies * is_reference[index],
+            rng=rng,
         )
         scored.append(found)
         synthetic.extend(copies_found)
@@ -315,6 +349,7 @@ class Verdict:
     model_uncertain: np.ndarray  # (N,) bool
     calibration: Calibration
     mixture: FilterResult
+    required_separation: float  # Ashman's D the flag needed on this many cases
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -322,6 +357,7 @@ class Verdict:
             "filter_degenerate": self.mixture.degenerate,
             "filter_reason": self.mixture.reason,
             "filter_separation": round(self.mixture.separation, 4),
+            "filter_separation_required": round(self.required_separation, 4),
             "model_uncertain": int(self.model_uncertain.sum()),
             "calibration": {
                 "synthetic_copies": self.calibration.synthetic,
@@ -333,6 +369,7 @@ class Verdict:
 
 def _score_case(
     case: WorkingCase,
+    index: int,
     run: _Run,
     keep: Path,
     staging: Path,
@@ -343,8 +380,8 @@ def _score_case(
     """Score one case on its own grid; write its pseudo label and issue map into ``staging``
     and keep the pseudo label in ``keep`` until the flags are known.
     """
-    state, data, config = run.state, run.data, run.config
-    probs_w = predict_probs(state.teacher.module, case.image, tta_flips=config.tta_flips)
+    data, config = run.data, run.config
+    probs_w = predict_probs(run.teacher_of(index), case.image, tta_flips=config.tta_flips)
     probs = to_original(probs_w, case.grid).movedim(1, 0).numpy()  # (K, D, h, w)
     raw = read_case_mask(case.files).array
     given = as_slices(raw.astype(np.int64), channels=False)  # (D, h, w)
@@ -375,7 +412,10 @@ def _score_case(
     issue_ext, issue_geometry = issue_map_target(ext, geometry)
     written[layout.ISSUE_MAPS] = Path(layout.ISSUE_MAPS) / f"{case.case_id}{issue_ext}"
     write_array(
-        staging / written[layout.ISSUE_MAPS], from_slices(issues, is_3d=is_3d), issue_geometry
+        staging / written[layout.ISSUE_MAPS],
+        from_slices(issues, is_3d=is_3d),
+        issue_geometry,
+        kind=layout.ISSUE_MAPS,
     )
     written[layout.CLEANSED] = Path(layout.CLEANSED) / f"{case.case_id}{ext}"
     return (
@@ -415,11 +455,12 @@ def _verdict(
         real, copies, names=(*EVIDENCE, "size_atypical"), reference=reference, seed=config.seed
     )
     # The paper's label filter, on the graded evidence, with the rules of the training passes
-    # but a stricter separation: two groups, or none.
+    # but a stricter separation (the stricter the fewer the cases): two groups, or none.
+    required = config.flag_separation_at(len(scored))
     mixture = fit_label_filter(
         calibration.evidence,
         seed=config.seed,
-        min_separation=config.flag_separation,
+        min_separation=required,
         min_weight=config.gmm_min_weight,
         min_bic_gain=config.gmm_min_bic_gain,
         max_noisy_weight=config.gmm_max_noisy_weight,
@@ -434,6 +475,7 @@ def _verdict(
         model_uncertain=uncertainty > centre + UNCERTAIN_Z * max(spread, 1e-6),
         calibration=calibration,
         mixture=mixture,
+        required_separation=required,
     )
 
 
@@ -455,6 +497,7 @@ def _finish_case(
     evidence = float(verdict.evidence[index])
     values = {
         **found.figures.values,
+        **_physical_sizes(found.figures.values, case.geometry),
         "size_atypical": float(verdict.size_atypical[index]),
         "evidence": evidence,
     }
@@ -474,6 +517,18 @@ def _finish_case(
         pseudo_label=found.written[layout.PSEUDO],
         issue_map=found.written[layout.ISSUE_MAPS],
     )
+
+
+def _physical_sizes(values: dict[str, float], geometry: Geometry) -> dict[str, float]:
+    """``given_mm`` and ``predicted_mm`` (mm², mm³ for a volume) where the file has a spacing."""
+    if geometry.fmt in FLAT_FORMATS:
+        return {}
+    voxel = float(np.prod(geometry.spacing))
+    return {
+        physical: values[pixels] * voxel
+        for pixels, physical in zip(SIZES, PHYSICAL_SIZES, strict=True)
+        if pixels in values
+    }
 
 
 def _slice_results(
@@ -547,7 +602,7 @@ def _run_info(run: _Run, final: Verdict, results: list[CaseResult]) -> dict[str,
     config, data, dataset = run.config, run.data, run.dataset
     slices = int(data.images.shape[0])
     train_s = timings.get("train_s", 0.0)
-    epochs_run = config.epochs - run.resumed_from
+    epochs_run = config.epochs * len(run.states) - run.resumed_from
     return {
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "inputs": {
@@ -576,5 +631,21 @@ def _run_info(run: _Run, final: Verdict, results: list[CaseResult]) -> dict[str,
             **final.summary(),
             "most_suspect": [r.case for r in results[:10]],
         },
-        "history": run.state.history,
+        "cross_fitting": {
+            **run.plan.to_dict(),
+            "group_pattern": config.group_pattern,
+            **(
+                {"scored_by": {c: run.plan.scorer(i) for i, c in enumerate(dataset.case_ids)}}
+                if run.plan.cross_fitted
+                else {}
+            ),
+        },
+        "history": _history(run.states),
     }
+
+
+def _history(states: list[TrainState]) -> list[dict[str, object]]:
+    """The per-epoch history; with cross-fitting, each network's epochs in turn, with its fold."""
+    if len(states) == 1:
+        return states[0].history
+    return [{**h, "fold": k} for k, s in enumerate(states) for h in s.history]

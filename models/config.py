@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
+
+
+def _compiles(pattern: str | None) -> bool:
+    if pattern is None:
+        return True
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -33,6 +45,11 @@ class AuditConfig:
     # Teacher: EMA of the weights (per optimiser step), flip test-time augmentation.
     ema_decay: float = 0.95
     tta_flips: bool = True
+    # Cross-fitting (models.folds): 1 trains one network on every case, as the paper; K >= 2
+    # trains K networks, each scoring the fold it never saw. Folds keep the cases of one group
+    # together: group_pattern (a regex; its first group, or the match, names a case's group).
+    folds: int = 1
+    group_pattern: str | None = None
     # Label filter (LFM): disagreement measured within ring_radius px of the objects.
     ring_radius: int = 4
     gmm_min_separation: float = 2.0  # Ashman's D between the two components
@@ -45,9 +62,12 @@ class AuditConfig:
         "hold"  # a pass with no noisy group: "hold" or "decay" (to clean)
     )
     # The final flag: the label filter's mixture on the graded evidence; its two groups must lie
-    # at least this far apart (Ashman's D). Stricter than in training: at D between 2 and 3,
-    # clean sets of 40 cases looked like noisy sets of 60 (docs/benchmarks.md).
+    # at least flag_separation apart (Ashman's D) on flag_separation_cases cases or fewer, and
+    # less on more cases: the required D falls towards gmm_min_separation as sqrt(cases / N), as
+    # the chance separation of a one-group set does (at 40 cases clean sets gave D 2-3; at 200,
+    # clean 2.37, 40% noisy 2.68: docs/benchmarks.md). flag_separation_at() gives the value.
     flag_separation: float = 3.0
+    flag_separation_cases: int = 40
     filter_every: int = 2  # epochs between label-filter passes after the warm-up
     filter_tta: bool = False  # flip TTA in those passes (the final pass follows tta_flips)
     # Label cleansing (LCM).
@@ -90,6 +110,8 @@ class AuditConfig:
             self.degenerate_pass in ("hold", "decay"),
             f"degenerate_pass must be hold or decay, got '{self.degenerate_pass}'",
         )
+        need(1 <= self.folds <= 10, f"folds must be in 1..10, got {self.folds}")
+        need(_compiles(self.group_pattern), f"group_pattern is no regex: {self.group_pattern!r}")
         need(self.filter_every >= 1, f"filter_every must be >= 1, got {self.filter_every}")
         need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         need(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
@@ -103,6 +125,7 @@ class AuditConfig:
             self.flag_separation >= self.gmm_min_separation,
             "flag_separation must be >= gmm_min_separation",
         )
+        need(self.flag_separation_cases >= 1, "flag_separation_cases must be >= 1")
         need(0.0 < self.flag_threshold < 1.0, "flag_threshold must be in (0, 1)")
         need(
             0.5 <= self.confidence <= 1.0, f"confidence must be in [0.5, 1], got {self.confidence}"
@@ -116,6 +139,11 @@ class AuditConfig:
         )
         need(self.num_classes is None or self.num_classes >= 2, "num_classes must be >= 2")
         need(self.max_classes >= 2, "max_classes must be >= 2")
+
+    def flag_separation_at(self, cases: int) -> float:
+        """Ashman's D the final flag needs on ``cases`` cases."""
+        shrink = min(1.0, math.sqrt(self.flag_separation_cases / max(cases, 1)))
+        return self.gmm_min_separation + (self.flag_separation - self.gmm_min_separation) * shrink
 
     @property
     def warmup(self) -> int:

@@ -26,6 +26,10 @@ CLASS_FIGURES = (
 )
 CASE_FIGURES = ("ce", "dice_gap", "confident_disagreement", "uncertainty")
 FIGURES = CASE_FIGURES + CLASS_FIGURES
+# How much is given and predicted (all foreground classes): pixels (voxels), and mm² (mm³) when
+# the format has a physical spacing; scores.csv gives them columns of their own.
+SIZES = ("given_pixels", "predicted_pixels")
+PHYSICAL_SIZES = ("given_mm", "predicted_mm")
 # The figures that grow with how wrong the mask looks (>= 0), which the score combines.
 EVIDENCE = (
     "ce",
@@ -41,23 +45,46 @@ EVIDENCE = (
 )
 
 
+KINDS = ("missing_object", "extra_object", "boundary")  # the kinds of disagreement, in order
+
+
+def _boundary_words(values: Mapping[str, float]) -> str:
+    """The boundary's disagreement in words; "" when it agrees or there is none to compare."""
+    mean, absolute = values["boundary_mean"], values["boundary_abs"]
+    unmatched = max(values.get("missing_fraction", 0.0), values.get("extra_fraction", 0.0)) >= 1.0
+    if absolute < NOTABLE or unmatched:  # no boundary to compare when nothing matched
+        return ""
+    if values["boundary_coherence"] >= 0.6:
+        return f"too {'loose' if mean > 0 else 'tight'} by {abs(mean):.0%} of the radius"
+    if values["centroid_shift"] >= NOTABLE:
+        return f"shifted by {values['centroid_shift']:.0%} of the radius"
+    return f"boundary off by up to {values['boundary_p95']:.0%} of the radius"
+
+
+def _parts(values: Mapping[str, float]) -> dict[str, str]:
+    """Each kind of disagreement ``values`` show (``KINDS``), with its words."""
+    parts = {}
+    missing, extra = int(values.get("missing_objects", 0)), int(values.get("extra_objects", 0))
+    if missing:
+        parts["missing_object"] = f"{missing} object{'s' * (missing > 1)} missing"
+    if extra:
+        parts["extra_object"] = f"{extra} extra object{'s' * (extra > 1)}"
+    if words := _boundary_words(values):
+        parts["boundary"] = words
+    return parts
+
+
 def describe(values: dict[str, float] | Mapping[str, float]) -> str:
     """In words, the kind of disagreement the figures show (``"agrees"`` when there is none)."""
     if not values or "boundary_abs" not in values:
         return ""
-    parts = []
-    missing, extra = int(values.get("missing_objects", 0)), int(values.get("extra_objects", 0))
-    if missing:
-        parts.append(f"{missing} object{'s' * (missing > 1)} missing")
-    if extra:
-        parts.append(f"{extra} extra object{'s' * (extra > 1)}")
-    mean, absolute = values["boundary_mean"], values["boundary_abs"]
-    unmatched = max(values.get("missing_fraction", 0.0), values.get("extra_fraction", 0.0)) >= 1.0
-    if absolute >= NOTABLE and not unmatched:  # no boundary to compare when nothing matched
-        if values["boundary_coherence"] >= 0.6:
-            parts.append(f"too {'loose' if mean > 0 else 'tight'} by {abs(mean):.0%} of the radius")
-        elif values["centroid_shift"] >= NOTABLE:
-            parts.append(f"shifted by {values['centroid_shift']:.0%} of the radius")
-        else:
-            parts.append(f"boundary off by up to {values['boundary_p95']:.0%} of the radius")
-    return "; ".join(parts) or "agrees"
+    return "; ".join(_parts(values).values()) or "agrees"
+
+
+def disagreement_kind(values: dict[str, float] | Mapping[str, float]) -> str:
+    """The kinds of disagreement, for machines: ``KINDS`` joined by ``+`` in that order
+    (``missing_object+boundary``), ``agrees`` when there is none, "" without figures.
+    """
+    if not values or "boundary_abs" not in values:
+        return ""
+    return "+".join(_parts(values)) or "agrees"

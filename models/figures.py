@@ -294,8 +294,11 @@ def measure_case(
         "ce": ce,
         "dice_gap": float(1.0 - dice.mean()),
         "confident_disagreement": float(confident[objects].sum() / max(objects.sum(), 1)),
-        "uncertainty": float(view.entropy[region].mean()),
+        # Nothing given and nothing predicted: the teacher's doubt over the whole image.
+        "uncertainty": float(view.entropy[region if region.any() else ...].mean()),
         **_worst_class(per_class),
+        "given_pixels": float((given > 0).sum()),  # the box holds every object of both
+        "predicted_pixels": float((pred > 0).sum()),
     }
     if num_classes > 2:
         for c, found in per_class.items():

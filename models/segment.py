@@ -8,7 +8,7 @@ import numpy as np
 
 from imaging.cases import index_folder
 from imaging.errors import ErrorCode, InputError
-from imaging.formats import read_image, split_name
+from imaging.formats import label_extension, read_image
 from imaging.geometry import label_dtype
 from imaging.write import write_array
 from models.checkpoint import load_checkpoint
@@ -27,7 +27,7 @@ from models.preprocess import (
 def segment_folder(
     model_path: Path, images_dir: Path, out_dir: Path, *, device: str = "auto"
 ) -> list[Path]:
-    """Write ``out_dir/<case>.<image extension>``: the predicted label map of every image."""
+    """Write ``out_dir/<case>.<image extension>`` (PNG for JPEG): every image's label map."""
     payload = load_checkpoint(Path(model_path))
     config = AuditConfig.from_dict(payload["config"])
     size = int(payload.get("working_size") or config.size or 0)
@@ -59,7 +59,7 @@ def segment_folder(
         grid = SliceGrid(int(slices.shape[2]), int(slices.shape[3]), size)
         probs = predict_probs(net, image_to_working(slices, grid), tta_flips=config.tta_flips)
         labels = to_original(probs, grid).argmax(dim=1).numpy().astype(label_dtype(num_classes))
-        target = Path(out_dir) / f"{case}{split_name(images[case])[1]}"
+        target = Path(out_dir) / f"{case}{label_extension(images[case])}"  # JPEG: PNG
         write_array(target, from_slices(labels, is_3d=image.geometry.is_3d), image.geometry)
         written.append(target)
     return written

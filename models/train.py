@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -54,6 +54,7 @@ class TrainData:
     num_classes: int
     in_channels: int
     single_object_classes: tuple[int, ...]
+    cases: tuple[int, ...] = ()  # the audit's case index of each case here (all when empty)
 
     @classmethod
     def from_dataset(cls, dataset: WorkingSet, single_object_classes: tuple[int, ...]) -> TrainData:
@@ -76,6 +77,31 @@ class TrainData:
     @property
     def num_cases(self) -> int:
         return len(self.case_slices)
+
+    @property
+    def case_index(self) -> tuple[int, ...]:
+        """The audit's index of each case here."""
+        return self.cases or tuple(range(self.num_cases))
+
+    def subset(self, cases: Sequence[int]) -> TrainData:
+        """The slices of ``cases`` (indices into this set), copied: a fold's training data."""
+        spans = [self.case_slices[i] for i in cases]
+        sizes = [s.stop - s.start for s in spans]
+        rows = torch.cat([torch.arange(s.start, s.stop) for s in spans])
+        bounds = np.cumsum([0, *sizes])
+        own = self.case_index
+        return TrainData(
+            images=self.images[rows],
+            masks=self.masks[rows],
+            slice_case=torch.repeat_interleave(torch.arange(len(cases)), torch.tensor(sizes)),
+            case_slices=[
+                slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+            ],
+            num_classes=self.num_classes,
+            in_channels=self.in_channels,
+            single_object_classes=self.single_object_classes,
+            cases=tuple(own[i] for i in cases),
+        )
 
 
 @dataclass
@@ -140,10 +166,8 @@ def filter_step(
     figures: list[Disagreement] = []
     pseudo = torch.empty_like(data.masks)
     for span in data.case_slices:
-        probs = predict_probs(state.teacher.module, data.images[span], tta_flips=tta)
-        probs_k = probs.movedim(1, 0).numpy()  # (K, D, S, S)
-        given = data.masks[span].numpy()
-        figures.append(measure(probs_k, given, ring_radius=config.ring_radius))
+        probs_k, given, found = _judge(state.teacher.module, data, span, config, tta)
+        figures.append(found)
         pseudo[span] = torch.from_numpy(pseudo_label(probs_k, given, data, config))
     result = fit_label_filter(
         log_scale(np.array([f.features() for f in figures])),
@@ -161,6 +185,26 @@ def filter_step(
     state.flagged = state.clean_prob < config.flag_threshold
     state.pseudo, state.figures = pseudo, figures
     return result
+
+
+def held_out_figures(
+    teachers: Sequence[nn.Module], scorer: Sequence[int], data: TrainData, config: AuditConfig
+) -> list[Disagreement]:
+    """Each case's working-size figures by the teacher ``scorer[i]`` (cross-fitting: the one
+    that never trained on case i), as the final filter pass measures them."""
+    return [
+        _judge(teachers[k], data, span, config, config.tta_flips)[2]
+        for span, k in zip(data.case_slices, scorer, strict=True)
+    ]
+
+
+def _judge(
+    teacher: nn.Module, data: TrainData, span: slice, config: AuditConfig, tta: bool
+) -> tuple[np.ndarray, np.ndarray, Disagreement]:
+    """One case's probabilities ``(K, D, S, S)``, its given mask and the disagreement."""
+    probs = predict_probs(teacher, data.images[span], tta_flips=tta).movedim(1, 0).numpy()
+    given = data.masks[span].numpy()
+    return probs, given, measure(probs, given, ring_radius=config.ring_radius)
 
 
 def learning_rate(epoch: int, config: AuditConfig) -> float:

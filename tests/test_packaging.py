@@ -4,8 +4,19 @@ and the installed distribution includes every top-level package.
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
+import subprocess
+import sys
+import tempfile
 import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+from packaging.specifiers import SpecifierSet
 
 from cli.main import COMMANDS
 from tests.layering import PACKAGES, ROOT
@@ -29,3 +40,124 @@ def test_the_distribution_includes_every_package():
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     include = config["tool"]["setuptools"]["packages"]["find"]["include"]
     assert all(f"{p}*" in include for p in PACKAGES)
+
+
+# A wheel built from the tree, installed into a folder of its own and used from elsewhere.
+
+SOURCES = (*PACKAGES, "migrations")
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """The wheel of a copy of the tree (no build/ or egg-info left in the repository),
+    installed with --target into a folder of its own; returns that folder.
+    """
+    root = tmp_path_factory.mktemp("wheel")
+    src = root / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "results")
+    for name in SOURCES:
+        shutil.copytree(ROOT / name, src / name, ignore=ignore)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", str(src), "-w", str(root / "dist")],
+        check=True,
+        capture_output=True,
+        cwd=root,
+    )
+    [wheel] = (root / "dist").glob("segaudit-*.whl")
+    site = root / "site"
+    subprocess.run(
+        [*pip, "install", "--no-deps", "--target", str(site), str(wheel)],
+        check=True,
+        capture_output=True,
+    )
+    with zipfile.ZipFile(wheel) as zf:
+        (root / "names.txt").write_text("\n".join(zf.namelist()))
+    return site
+
+
+def test_the_wheel_ships_the_migrations(installed):
+    names = set((installed.parent / "names.txt").read_text().splitlines())
+    versions = sorted(p.name for p in (ROOT / "migrations" / "versions").glob("*.py"))
+    assert {"migrations/env.py", "migrations/script.py.mako"} <= names
+    assert {f"migrations/versions/{v}" for v in versions} <= names
+    assert "app/db/migrate.py" in names and "app/docs_assets.py" in names
+
+
+def test_the_installed_package_migrates_from_another_folder(installed, tmp_path):
+    script = (
+        "import json, sys\n"
+        "from app.db import migrate\n"
+        "from app.db.session import make_engine\n"
+        "engine = make_engine(sys.argv[1])\n"
+        "migrate.upgrade(engine)\n"
+        "print(json.dumps([migrate.__file__, str(migrate.migrations_folder()),"
+        " migrate.current(engine), migrate.head()]))\n"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    url = f"sqlite:///{tmp_path / 'db' / 'segaudit.db'}"
+    done = subprocess.run(
+        [sys.executable, "-c", script, url],
+        cwd=elsewhere,
+        env={**os.environ, "PYTHONPATH": str(installed)},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    module, folder, at, head = json.loads(done.stdout.splitlines()[-1])
+    assert Path(module).is_relative_to(installed)  # the wheel's code, not the source tree's
+    assert Path(folder) == installed / "migrations"
+    assert at == head and head is not None
+
+
+def _requirement(config: dict, name: str) -> list[str]:
+    found = []
+    groups = {"": config["project"]["dependencies"], **config["project"]["optional-dependencies"]}
+    for group, requirements in groups.items():
+        found += [f"{group}:{r}" for r in requirements if re.match(rf"{name}\b", r)]
+    return found
+
+
+def test_torch_is_a_range_in_an_extra_and_exact_in_the_lock():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    [torch] = _requirement(config, "torch")
+    group, spec = torch.split(":", 1)
+    assert group == "engine"
+    specifier = SpecifierSet(spec.removeprefix("torch"))
+    assert "2.13.0" in specifier and "==" not in spec
+    assert _requirement(config, "monai")[0].startswith("engine:")
+    lock = (ROOT / "requirements.lock").read_text().splitlines()
+    assert "torch==2.13.0" in lock
+
+
+def test_the_api_and_its_commands_run_without_the_engine_extra():
+    """With torch, MONAI and scikit-learn made unimportable, the API starts and the service's
+    commands load.
+    """
+    script = (
+        "import importlib.abc, sys\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'monai', 'sklearn'):\n"
+        "            raise ImportError(f'{name} is not installed')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from app.main import create_app\n"
+        "import cli.admin, cli.submit, cli.serve, imaging.cases, imaging.write\n"
+        "from fastapi.testclient import TestClient\n"
+        "with TestClient(create_app()) as client:\n"
+        "    assert client.get('/healthz').status_code == 200\n"
+        "    assert client.get('/docs').status_code == 200\n"
+        "print('ok')\n"
+    )
+    with tempfile.TemporaryDirectory() as data:
+        env = {**os.environ, "SEGAUDIT_DATA_DIR": data}
+        env.pop("SEGAUDIT_DATABASE_URL", None)
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=ROOT
+        )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"

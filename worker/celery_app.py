@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from contextvars import Token
 from typing import Any, TypeVar
 
 from celery import Celery, signals
 from kombu.entity import Exchange, Queue
 
-from app.queue import RUN_AUDIT
+from app import logs
+from app.queue import RUN_AUDIT, RUN_COMPARISON
 from app.settings import Settings, ensure_sqlite_folder, get_settings
 from worker.context import context
 
@@ -50,7 +52,10 @@ def make_celery(settings: Settings) -> Celery:
         task_ignore_result=True,  # the database holds every outcome
         task_queues=[_queue(name) for name in names],
         task_default_queue=settings.cpu_queue,
-        task_routes={RUN_AUDIT: {"queue": settings.audit_queue}},
+        task_routes={
+            RUN_AUDIT: {"queue": settings.audit_queue},
+            RUN_COMPARISON: {"queue": settings.cpu_queue},
+        },
         task_create_missing_queues=False,
         task_acks_late=True,
         worker_prefetch_multiplier=1,
@@ -106,6 +111,27 @@ def _on(signal: Any) -> Callable[[_Handler], _Handler]:
         return handler
 
     return connect
+
+
+@_on(signals.setup_logging)
+def _on_setup_logging(loglevel: Any = None, **_: Any) -> None:
+    """The service's one log format instead of Celery's (a receiver here stops Celery's own)."""
+    logs.configure(loglevel or "INFO")
+
+
+@_on(signals.task_prerun)
+def _on_task_start(task_id: str | None = None, **_: Any) -> None:
+    """The task's lines carry its Celery task id (an audit's ``task_id``) as their request id."""
+    _task_ids.append(logs.request_id.set(task_id or logs.NO_REQUEST))
+
+
+@_on(signals.task_postrun)
+def _on_task_end(**_: Any) -> None:
+    if _task_ids:
+        logs.request_id.reset(_task_ids.pop())
+
+
+_task_ids: list[Token[str]] = []
 
 
 @_on(signals.worker_shutting_down)

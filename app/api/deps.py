@@ -9,10 +9,13 @@ from collections.abc import Callable, Iterator
 from functools import cache
 from typing import Annotated
 
-from fastapi import Depends, Query, Request, Security
+from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 from sqlalchemy.orm import Session
 
+from app.api.params import DbId
+from app.api.params import Limit as Limit  # re-exported: pagination for the routes
+from app.api.params import Offset as Offset
 from app.db.enums import Role
 from app.db.tables import AnnotationSet, Audit, Dataset
 from app.errors import Forbidden, Unauthorized
@@ -103,7 +106,7 @@ def dataset_dep(role: Role) -> Callable[[int, Session, Principal], Dataset]:
     """The path's ``dataset_id``, for a key with ``role`` or above."""
 
     def dataset(
-        dataset_id: int,
+        dataset_id: DbId,
         session: SessionDep,
         principal: Annotated[Principal, Depends(require(role))],
     ) -> Dataset:
@@ -117,8 +120,8 @@ def annotation_set_dep(role: Role) -> Callable[[int, int, Session, Principal], A
     """The path's ``set_id`` in its ``dataset_id``, for a key with ``role`` or above."""
 
     def annotation_set(
-        dataset_id: int,
-        set_id: int,
+        dataset_id: DbId,
+        set_id: DbId,
         session: SessionDep,
         principal: Annotated[Principal, Depends(require(role))],
     ) -> AnnotationSet:
@@ -133,7 +136,7 @@ def audit_dep(role: Role) -> Callable[[int, Session, Principal], Audit]:
     """The path's ``audit_id``, for a key with ``role`` or above."""
 
     def audit(
-        audit_id: int,
+        audit_id: DbId,
         session: SessionDep,
         principal: Annotated[Principal, Depends(require(role))],
     ) -> Audit:
@@ -150,6 +153,3 @@ AnnotatorDatasetDep = Annotated[Dataset, Depends(dataset_dep(Role.annotator))]
 AnnotatorAnnotationSetDep = Annotated[AnnotationSet, Depends(annotation_set_dep(Role.annotator))]
 AnnotatorAuditDep = Annotated[Audit, Depends(audit_dep(Role.annotator))]
 ReviewerAuditDep = Annotated[Audit, Depends(audit_dep(Role.reviewer))]
-
-Limit = Annotated[int, Query(ge=1, le=500, description="items per page")]
-Offset = Annotated[int, Query(ge=0, description="items to skip")]

@@ -5,6 +5,8 @@ unknown routes and unexpected failures alike (those are logged, never shown).
 from __future__ import annotations
 
 import logging
+import re
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -33,17 +35,57 @@ def error_response(status: int, code: str, detail: str, file: str | None = None)
     return JSONResponse(body, status_code=status)
 
 
-async def on_service_error(_: Request, exc: Exception) -> JSONResponse:
+def without_server_paths(text: str, storage: Path) -> str:
+    """``text`` with every path under the storage folder cut to its file name: the last line
+    of defence (the upload code names files as the client sent them).
+    """
+    return re.sub(re.escape(str(storage)) + r"[^\s'\"]*", lambda m: Path(m[0]).name, text)
+
+
+async def on_service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
-    return error_response(exc.status, exc.code, exc.detail, exc.file)
+    storage = request.app.state.settings.storage
+    detail = without_server_paths(exc.detail, storage)
+    file = without_server_paths(exc.file, storage) if exc.file else None
+    return error_response(exc.status, exc.code, detail, file)
 
 
-async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
+HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+def allowed_methods(request: Request, fallback: str = "") -> list[str]:
+    """Every method the OpenAPI document declares at the request's path (HEAD with GET).
+    Starlette's 405 names the first matching route's only, where a path has several (a
+    dataset's GET and DELETE come from two routers). ``fallback``: Starlette's Allow, for the
+    paths the document leaves out.
+    """
+    path = request.scope["path"]
+    methods: set[str] = set()
+    for template, item in request.app.openapi()["paths"].items():
+        pattern = "".join(
+            "[^/]+" if part.startswith("{") else re.escape(part)
+            for part in re.split(r"(\{[^/}]+\})", template)
+        )
+        if re.fullmatch(pattern, path):
+            methods |= {m.upper() for m in item if m in HTTP_METHODS}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods) or [m.strip() for m in fallback.split(",") if m.strip()]
+
+
+async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     code = getattr(exc, "code", None) or CODES.get(exc.status_code, ErrorCode.HTTP_ERROR)
-    response = error_response(exc.status_code, code, str(exc.detail))
-    if exc.headers:
-        response.headers.update(exc.headers)
+    detail = str(exc.detail)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 400 and detail == "There was an error parsing the body":
+        detail = "the body could not be read as JSON text in UTF-8"  # FastAPI's only 400
+    if exc.status_code == 405:
+        allowed = allowed_methods(request, headers.get("Allow", ""))
+        headers["Allow"] = ", ".join(allowed)
+        detail = f"{request.method} is not allowed here; use {' or '.join(allowed)}"
+    response = error_response(exc.status_code, code, detail)
+    response.headers.update(headers)
     return response
 
 

@@ -35,7 +35,7 @@ async def receive_upload(
     Starlette spools each part to a temporary file as it arrives (never the whole body in
     memory); the copy into ``folder`` is hashed and counted against the limits.
     """
-    limits = Limits(max_files=settings.max_files, max_bytes=settings.max_uncompressed_bytes)
+    limits = Limits.of(settings)
     try:
         async with request.form(max_files=settings.max_files, max_fields=100) as form:
             parts: Parts = [

@@ -20,7 +20,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db.base import Base, UTCDateTime, utcnow
-from app.db.enums import AuditStatus, Decision, Role, one_of
+from app.db.enums import AuditStatus, Decision, LabelTag, MaskSource, Role, Undecided, one_of
+from models.agreement import ClassStatus
 
 
 def _created() -> Mapped[dt.datetime]:
@@ -101,15 +102,23 @@ class Case(Base):
 
 
 class AnnotationSet(Base):
-    """One set of masks for a dataset's cases: an annotator, a team, a re-annotation."""
+    """One set of masks for a dataset's cases: an annotator, a team, a re-annotation, or the
+    set resolved from an audit's decisions (tag ``final``, its lineage in ``resolutions``).
+    """
 
     __tablename__ = "annotation_sets"
-    __table_args__ = (UniqueConstraint("dataset_id", "name"),)
+    __table_args__ = (
+        UniqueConstraint("dataset_id", "name"),
+        CheckConstraint(one_of("tag", LabelTag), name="tag"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
+    tag: Mapped[str] = mapped_column(
+        String(16), default=LabelTag.original, server_default=LabelTag.original.value
+    )
     created_at: Mapped[dt.datetime] = _created()
 
 
@@ -205,6 +214,68 @@ class ResultRow(Base):
         return 1.0 - self.noise_score
 
 
+# The review loop: corrected masks, and the sets resolved from an audit's decisions.
+
+
+class Correction(Base):
+    """A corrected mask uploaded for one case of an audit (by a reviewer, or by an annotator
+    where the case's latest decision is ``needs_rework``). Added, never changed.
+    """
+
+    __tablename__ = "corrections"
+    __table_args__ = (Index("ix_corrections_audit_id_case_id", "audit_id", "case_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    audit_id: Mapped[int] = mapped_column(ForeignKey("audits.id"))
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"))
+    file_id: Mapped[int] = mapped_column(ForeignKey("files.id"))
+    max_label: Mapped[int] = mapped_column(Integer)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
+    author: Mapped[str] = mapped_column(String(100))  # the key's name when it uploaded
+    created_at: Mapped[dt.datetime] = _created()
+
+    case: Mapped[Case] = relationship()
+    file: Mapped[StoredFile] = relationship()
+
+
+class Resolution(Base):
+    """The lineage of a resolved annotation set: the audit and set it came from, the policy
+    for undecided cases, who resolved it and when. (A table of its own rather than columns of
+    ``annotation_sets``: audits refer to sets, so sets referring to audits would make a cycle.)
+    """
+
+    __tablename__ = "resolutions"
+    __table_args__ = (CheckConstraint(one_of("policy", Undecided), name="policy"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    annotation_set_id: Mapped[int] = mapped_column(ForeignKey("annotation_sets.id"), unique=True)
+    parent_set_id: Mapped[int] = mapped_column(ForeignKey("annotation_sets.id"), index=True)
+    audit_id: Mapped[int] = mapped_column(ForeignKey("audits.id"), index=True)
+    policy: Mapped[str] = mapped_column(String(20))
+    key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
+    resolved_by: Mapped[str] = mapped_column(String(100))  # the key's name when it resolved
+    created_at: Mapped[dt.datetime] = _created()
+
+
+class ResolvedCase(Base):
+    """Where a resolved set took one case's mask from: the case's latest decision (if any),
+    the correction used (``source`` corrected), and the resolved set's mask (None: excluded).
+    """
+
+    __tablename__ = "resolved_cases"
+    __table_args__ = (CheckConstraint(one_of("source", MaskSource), name="source"),)
+
+    resolution_id: Mapped[int] = mapped_column(ForeignKey("resolutions.id"), primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), primary_key=True)
+    source: Mapped[str] = mapped_column(String(16))
+    mask_id: Mapped[int | None] = mapped_column(ForeignKey("masks.id"))  # None: excluded
+    review_id: Mapped[int | None] = mapped_column(ForeignKey("reviews.id"))
+    correction_id: Mapped[int | None] = mapped_column(ForeignKey("corrections.id"))
+
+    case: Mapped[Case] = relationship()
+
+
 class Review(Base):
     """A reviewer's decision on one case of one audit. Reviews are added, never changed."""
 
@@ -222,3 +293,76 @@ class Review(Base):
     key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
     reviewer: Mapped[str] = mapped_column(String(100))  # the key's name when it reviewed
     created_at: Mapped[dt.datetime] = _created()
+
+
+class Comparison(Base):
+    """A comparison of two or more annotation sets of one dataset: a job on the ``cpu`` queue.
+    ``status`` moves like an audit's (``AuditStatus``), only by compare-and-set.
+    """
+
+    __tablename__ = "comparisons"
+    __table_args__ = (CheckConstraint(one_of("status", AuditStatus), name="status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), index=True)
+    created_by_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
+    status: Mapped[str] = mapped_column(String(16), default=AuditStatus.queued, index=True)
+    task_id: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    cases: Mapped[int] = mapped_column(Integer)  # cases with a mask in every set, fixed at creation
+    cases_done: Mapped[int] = mapped_column(Integer, default=0)
+    percent: Mapped[float | None] = mapped_column(Float)
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # With three or more sets: STAPLE's consensus, stored as a new annotation set.
+    consensus_set_id: Mapped[int | None] = mapped_column(ForeignKey("annotation_sets.id"))
+    created_at: Mapped[dt.datetime] = _created()
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class ComparisonSet(Base):
+    """The annotation sets a comparison compares, in the order the request named them."""
+
+    __tablename__ = "comparison_sets"
+    __table_args__ = (UniqueConstraint("comparison_id", "position"),)
+
+    comparison_id: Mapped[int] = mapped_column(ForeignKey("comparisons.id"), primary_key=True)
+    annotation_set_id: Mapped[int] = mapped_column(
+        ForeignKey("annotation_sets.id"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer)
+
+
+class ComparisonRow(Base):
+    """One case, class and pair of sets of a comparison (``models.agreement.ClassScore``);
+    ``rank`` 1 is the row that disagrees most.
+    """
+
+    __tablename__ = "comparison_rows"
+    __table_args__ = (
+        UniqueConstraint("comparison_id", "case_id", "label", "set_a_id", "set_b_id"),
+        CheckConstraint(one_of("status", ClassStatus), name="status"),
+        Index("ix_comparison_rows_comparison_id_rank", "comparison_id", "rank"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    comparison_id: Mapped[int] = mapped_column(ForeignKey("comparisons.id"))
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    label: Mapped[int] = mapped_column(Integer)
+    set_a_id: Mapped[int] = mapped_column(ForeignKey("annotation_sets.id"))
+    set_b_id: Mapped[int] = mapped_column(ForeignKey("annotation_sets.id"))
+    status: Mapped[str] = mapped_column(String(16))
+    dice: Mapped[float | None] = mapped_column(Float)  # None when absent from both
+    mean_distance_mm: Mapped[float | None] = mapped_column(Float)
+    p95_distance_mm: Mapped[float | None] = mapped_column(Float)
+    objects_a: Mapped[int] = mapped_column(Integer)
+    objects_b: Mapped[int] = mapped_column(Integer)
+    only_in_a: Mapped[int] = mapped_column(Integer)
+    only_in_b: Mapped[int] = mapped_column(Integer)
+    disagreement: Mapped[float | None] = mapped_column(Float)  # 1 - dice
+    rank: Mapped[int] = mapped_column(Integer)
+
+    case: Mapped[Case] = relationship()

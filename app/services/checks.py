@@ -30,7 +30,7 @@ def check_image(item: Incoming) -> ImageInfo:
         loaded = read_image(item.written.path, case=item.case)
         checks.check_image_values(loaded.array, name=item.name)
     except InputError as exc:
-        raise ServiceError.invalid_input(exc, file=item.name) from None
+        raise ServiceError.invalid_input(exc, file=item.shown) from None
     geometry = loaded.geometry
     return ImageInfo(
         shape=[int(n) for n in geometry.shape],
@@ -53,4 +53,4 @@ def check_mask(item: Incoming, case: Case) -> int:
         )
         return checks.check_mask_values(loaded.array, name=item.name)
     except InputError as exc:
-        raise ServiceError.invalid_input(exc, file=item.name) from None
+        raise ServiceError.invalid_input(exc, file=item.shown) from None

@@ -1,4 +1,5 @@
-"""DICOMweb through the API: pull a study into a dataset, push an audit's cleansed masks back.
+"""DICOMweb through the API: pull a study into a dataset, push an audit's cleansed masks (or an
+annotation set's masks, e.g. a resolved set) back.
 
 The transfers are ``imaging.dicom.web``'s (QIDO-RS, WADO-RS, STOW-RS); a pulled study goes
 through the same checks as an uploaded PACS export (``app.services.dicom.add_series``). The
@@ -20,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db.enums import AuditStatus
-from app.db.tables import Audit, Case, Dataset, ResultRow, StoredFile
+from app.db.tables import AnnotationSet, Audit, Case, Dataset, Mask, ResultRow, StoredFile
 from app.dicom_uploads import DicomUpload
 from app.errors import BadGateway, Conflict, Forbidden, Invalid, NotFound, TooLarge
 from app.services import dicom
@@ -176,25 +177,66 @@ def push(
         .order_by(Case.name)
     ).tuples()
     rows: Sequence[tuple[str, StoredFile]] = found.all()
+    export = f"GET /v1/audits/{audit.id}/export"
+    return _push_masks(store, server, rows, cases, f"audit {audit.id}", "cleansed", export)
+
+
+def push_set(
+    session: Session,
+    store: Store,
+    aset: AnnotationSet,
+    settings: Settings,
+    server: Server,
+    *,
+    cases: list[str] | None = None,
+) -> tuple[list[str], list[str]]:
+    """Store an annotation set's SEG (or RTSTRUCT) objects on the server (e.g. a resolved set,
+    tag ``final``); return the cases pushed and the SOP Instance UIDs the server stored.
+    """
+    check_server(server.url, settings.dicomweb_servers)
+    found = session.execute(
+        select(Case.name, StoredFile)
+        .join(Mask, Mask.case_id == Case.id)
+        .join(StoredFile, StoredFile.id == Mask.file_id)
+        .where(Mask.annotation_set_id == aset.id)
+        .order_by(Case.name)
+    )
+    rows = [(name, stored) for name, stored in found]
+    export = f"GET /v1/datasets/{aset.dataset_id}/annotation-sets/{aset.id}/export"
+    return _push_masks(store, server, rows, cases, f"annotation set {aset.id}", "", export)
+
+
+def _push_masks(
+    store: Store,
+    server: Server,
+    rows: Sequence[tuple[str, StoredFile]],
+    cases: list[str] | None,
+    owner: str,
+    kind: str,
+    export: str,
+) -> tuple[list[str], list[str]]:
+    """Push the ``(case, file)`` rows of ``owner`` (only ``cases``, when given): DICOM only."""
+    what = f"{kind} masks" if kind else "masks"
     if cases is not None:
         unknown = sorted(set(cases) - {name for name, _ in rows})
         if unknown:
             raise NotFound(
                 ErrorCode.NOT_FOUND,
-                f"audit {audit.id} has no cleansed mask for {', '.join(map(repr, unknown[:5]))}",
+                f"{owner} has no {kind + ' ' if kind else ''}mask for "
+                f"{', '.join(map(repr, unknown[:5]))}",
             )
         rows = [(name, f) for name, f in rows if name in set(cases)]
     if not rows:
-        raise NotFound(ErrorCode.NOT_FOUND, f"audit {audit.id} stored no cleansed masks")
+        raise NotFound(ErrorCode.NOT_FOUND, f"{owner} stored no {what}")
     other = sorted({f.format or "unknown" for _, f in rows if f.format not in DICOM_FORMATS})
     if other:
         raise Invalid(
             ErrorCode.UNSUPPORTED_FORMAT,
-            f"audit {audit.id}'s cleansed masks are {', '.join(other)} files, not DICOM objects; "
-            f"download them instead (GET /v1/audits/{audit.id}/export)",
+            f"{owner}'s {what} are {', '.join(other)} files, not DICOM objects; "
+            f"download them instead ({export})",
         )
     paths = [store.path(f.sha256) for _, f in rows]
     if not all(p.is_file() for p in paths):
-        raise NotFound(ErrorCode.NOT_FOUND, f"some stored files of audit {audit.id} are missing")
+        raise NotFound(ErrorCode.NOT_FOUND, f"some stored files of {owner} are missing")
     stored = _call(server, lambda c: web.push(c, paths))
     return [name for name, _ in rows], stored

@@ -111,14 +111,24 @@ def _upsert(session: Session, rows: list[dict[str, Any]]) -> None:
     session.execute(statement)
 
 
+RUN_KEY = "run"  # the summary's copy of run.json, served as the history and in the export
+SUMMARY = "summary.json"  # the export's file of the audit's id, dates, version and counts
+_WORKER_PATHS = ("images", "masks")  # run.json's inputs that name the worker's own folders
+
+
 def summarise(
     results: Sequence[CaseResult], audit: Audit, finished: dt.datetime, run: dict[str, Any]
 ) -> dict[str, Any]:
-    """Counts and durations (no AUROC: production has no ground truth)."""
+    """Counts and durations (no AUROC: production has no ground truth), the engine's version,
+    and run.json's record under ``RUN_KEY`` (``public_summary`` leaves it out).
+    """
     scores = [r.noise_score for r in results]
     started = audit.started_at or finished
     engine = run.get("summary", {})
+    inputs = {k: v for k, v in run.get("inputs", {}).items() if k not in _WORKER_PATHS}
     return {
+        "engine_version": run.get("versions", {}).get("segaudit"),
+        RUN_KEY: {**run, "inputs": inputs} if run.get("inputs") else dict(run),
         "cases": len(results),
         "flagged": sum(r.flagged for r in results),
         "mean_noise_score": round(statistics.fmean(scores), 6) if scores else None,
@@ -132,3 +142,8 @@ def summarise(
             **{k: v for k, v in run.get("timings", {}).items() if k.endswith("_s")},
         },
     }
+
+
+def public_summary(summary: dict[str, Any] | None) -> dict[str, Any]:
+    """The audit's summary as the API shows it: without the run's record (``RUN_KEY``)."""
+    return {k: v for k, v in (summary or {}).items() if k != RUN_KEY}

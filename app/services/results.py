@@ -13,12 +13,13 @@ from app.db.enums import AuditStatus
 from app.db.tables import Audit, Case, Dataset, ResultRow, StoredFile
 from app.errors import Conflict, NotFound
 from app.services.pages import Page, paginate
+from app.services.result_rows import RUN_KEY, SUMMARY, public_summary
 from app.storage import Store
 from imaging import layout
 from imaging.errors import ErrorCode
 from imaging.formats import split_name
 from models import outputs
-from models.results import CaseResult
+from models.results import CaseResult, SliceResult
 
 FileKind = Literal["cleansed", "pseudo_label", "issue_map"]
 SORTS: dict[str, InstrumentedAttribute[Any]] = {
@@ -87,45 +88,119 @@ def result_file(
     return store.path(row.sha256), row
 
 
+# The stored masks of a result and their folders in the export.
+_EXPORTED = (
+    (ResultRow.cleansed_file_id, layout.CLEANSED),
+    (ResultRow.pseudo_label_file_id, layout.PSEUDO),
+    (ResultRow.issue_map_file_id, layout.ISSUE_MAPS),
+)
+
+
 def export_zip(session: Session, store: Store, audit: Audit, dest: Path) -> Path:
-    """Write ``dest/audit-<id>.zip``: ``scores.csv`` and ``cleansed/<case><ext>`` for all cases."""
+    """Write ``dest/audit-<id>.zip``: what the audit made, as the engine lays out its folder.
+
+    ``scores.csv``, ``slices.csv`` (volumes), ``run.json`` (the run's record: versions, timings,
+    calibration, per-epoch history), ``summary.json`` (the audit's id, dates, engine version
+    and counts) and ``cleansed/``, ``pseudo_labels/``, ``issue_maps/`` with ``<case><ext>``.
+    """
     if audit.status != AuditStatus.succeeded:
         raise Conflict(
             ErrorCode.AUDIT_NOT_FINISHED,
             f"audit {audit.id} is {audit.status}; its results are exported once it succeeded",
         )
     rows = session.execute(
-        select(ResultRow, Case.name, StoredFile)
+        select(ResultRow, Case.name)
         .join(Case, Case.id == ResultRow.case_id)
-        .outerjoin(StoredFile, StoredFile.id == ResultRow.cleansed_file_id)
         .where(ResultRow.audit_id == audit.id)
         .order_by(ResultRow.rank, Case.name)
     ).all()
-    scores = [
-        CaseResult(
-            case=name,
-            noise_score=r.noise_score,
-            flagged=r.flagged,
-            ce=r.ce,
-            dice_gap=r.dice_gap,
-            dice=tuple(r.dice),
-            changed_fraction=r.changed_fraction,
-            issue_fraction=r.issue_fraction,
-            figures=r.figures or {},
-            model_uncertain=bool(r.model_uncertain),
-        )
-        for r, name, _ in rows
-    ]
+    scores = [as_case_result(r, name) for r, name in rows]
     num_classes = max((len(s.dice) for s in scores), default=1) + 1
     outputs.write_scores(dest / layout.SCORES, scores, num_classes)
+    written = [layout.SCORES]
+    if any(s.slices for s in scores):
+        outputs.write_slices(dest / layout.SLICES, scores)
+        written.append(layout.SLICES)
+    outputs.write_json(dest / layout.RUN, {"audit_id": audit.id, **run_record(audit)})
+    outputs.write_json(dest / SUMMARY, audit_summary(audit))
+    written += [layout.RUN, SUMMARY]
+    file_ids = [getattr(r, c.key) for r, _ in rows for c, _ in _EXPORTED]
+    stored = {
+        f.id: f
+        for f in session.scalars(
+            select(StoredFile).where(StoredFile.id.in_(set(file_ids) - {None}))
+        )
+    }
     archive = dest / f"audit-{audit.id}.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.write(dest / layout.SCORES, layout.SCORES)
-        for _, name, stored in rows:
-            if stored is not None:
-                ext = split_name(Path(stored.name))[1]
-                zf.write(store.path(stored.sha256), f"{layout.CLEANSED}/{name}{ext}")
+        for name in written:
+            zf.write(dest / name, name)
+        for r, case in rows:
+            for column, folder in _EXPORTED:
+                file = stored.get(getattr(r, column.key))
+                if file is not None:
+                    ext = split_name(Path(file.name))[1]
+                    zf.write(store.path(file.sha256), f"{folder}/{case}{ext}")
     return archive
+
+
+def as_case_result(row: ResultRow, name: str) -> CaseResult:
+    """A stored result as the engine's record (without its masks' paths)."""
+    return CaseResult(
+        case=name,
+        noise_score=row.noise_score,
+        flagged=row.flagged,
+        ce=row.ce,
+        dice_gap=row.dice_gap,
+        dice=tuple(row.dice),
+        changed_fraction=row.changed_fraction,
+        issue_fraction=row.issue_fraction,
+        figures=row.figures or {},
+        model_uncertain=bool(row.model_uncertain),
+        slices=tuple(SliceResult(**s) for s in row.slices or ()),
+    )
+
+
+def run_record(audit: Audit) -> dict[str, Any]:
+    """What the worker kept of the run's ``run.json`` (``{}`` before it succeeded)."""
+    record = (audit.summary or {}).get(RUN_KEY)
+    return dict(record) if isinstance(record, dict) else {}
+
+
+def run_history(audit: Audit) -> list[dict[str, Any]]:
+    """The run's per-epoch history (run.json's ``history``); 409 until the audit succeeded."""
+    if audit.status != AuditStatus.succeeded:
+        raise Conflict(
+            ErrorCode.AUDIT_NOT_FINISHED,
+            f"audit {audit.id} is {audit.status}; its history is kept once it succeeded",
+        )
+    history = run_record(audit).get("history")
+    return list(history) if isinstance(history, list) else []
+
+
+def audit_summary(audit: Audit) -> dict[str, Any]:
+    """The audit's id, dates and engine version with its summary (``summary.json``)."""
+    return {
+        "audit_id": audit.id,
+        "dataset_id": audit.dataset_id,
+        "annotation_set_id": audit.annotation_set_id,
+        "created_at": audit.created_at.isoformat(),
+        "finished_at": None if audit.finished_at is None else audit.finished_at.isoformat(),
+        **public_summary(audit.summary),
+    }
+
+
+def case_image(
+    session: Session, store: Store, audit: Audit, case_name: str
+) -> tuple[Path, StoredFile]:
+    """The stored image of one of the audit's cases (a DICOM series as its zip)."""
+    result = get_result(session, audit, case_name)
+    row = session.get(StoredFile, result.case.image_file_id)
+    if row is None or not store.has(row.sha256):
+        raise NotFound(
+            ErrorCode.NOT_FOUND, f"audit {audit.id} has no stored image for '{case_name}'"
+        )
+    return store.path(row.sha256), row
 
 
 def case_history(session: Session, project_id: int, case_id: int) -> list[tuple[ResultRow, Audit]]:

@@ -147,6 +147,22 @@ def _target(obj: DicomObject, fmt: str, grouped: Grouped, where: Path) -> str:
     return target
 
 
+def _without_own(
+    masks: list[tuple[DicomObject, str]], grouped: Grouped, where: Path
+) -> tuple[list[tuple[DicomObject, str]], int]:
+    """The masks less those segaudit wrote for a series that has a mask of another maker (its
+    own cleansed SEG, pushed back to the PACS beside the original, would pair twice); and how
+    many were left out. A series that only segaudit's masks reference keeps them.
+    """
+    others = {_target(o, k, grouped, where) for o, k in masks if not o.made_by_segaudit}
+    kept = [
+        (o, k)
+        for o, k in masks
+        if not o.made_by_segaudit or _target(o, k, grouped, where) not in others
+    ]
+    return kept, len(masks) - len(kept)
+
+
 def _scan_once(images: Path, masks: Path) -> tuple[Scan, Scan]:
     image_scan = scan(images)
     same = Path(images).resolve() == Path(masks).resolve()
@@ -178,6 +194,12 @@ def find_pairs(images: Path, masks: Path) -> tuple[list[DicomPair], list[str]]:
         raise InputError(
             ErrorCode.UNSUPPORTED_FORMAT,
             f"{masks} mixes SEG and RTSTRUCT masks; audit each kind separately",
+        )
+    mask_objects, own = _without_own(mask_objects, grouped, Path(images))
+    if own:
+        notes.append(
+            f"left out {own} masks that segaudit wrote (Manufacturer 'segaudit') for series "
+            "that also have a mask of their own"
         )
     targets: dict[str, tuple[DicomObject, str]] = {}
     for obj, kind in mask_objects:

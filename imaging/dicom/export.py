@@ -22,18 +22,19 @@ import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
+from pydicom.sr.codedict import codes
 from pydicom.uid import UID, ExplicitVRLittleEndian
-from pydicom.valuerep import format_number_as_ds
+from pydicom.valuerep import DA, TM, format_number_as_ds
 
 import imaging
 from imaging.dicom import rtstruct, seg
 from imaging.dicom.cases import SPLIT_MULTIFRAME, MaskSource
 from imaging.dicom.rtstruct import RTSTRUCT_CLASS, contours_of
 from imaging.dicom.series import Series
+from imaging.dicom.source import MANUFACTURER
 from imaging.geometry import DICOM_SEG, Geometry
 from imaging.layout import CLEANSED, PSEUDO
 
-MANUFACTURER = "segaudit"
 MODEL = "segaudit label audit"
 # Output kind (the audit's output folder) -> series number, content label, description.
 KINDS: dict[str, tuple[int, str, str]] = {
@@ -41,6 +42,29 @@ KINDS: dict[str, tuple[int, str, str]] = {
     PSEUDO: (9002, "PSEUDO_LABEL", "segaudit pseudo label"),
 }
 OTHER_KIND = (9003, "SEGAUDIT", "segaudit")
+# How each kind was made (SEG SegmentAlgorithmType, RTSTRUCT ROIGenerationAlgorithm): a pseudo
+# label is the network's alone; a cleansed mask is the given mask, or the network's where the
+# audit replaced it.
+ALGORITHM_TYPES = {PSEUDO: "AUTOMATIC", CLEANSED: "SEMIAUTOMATIC"}
+ALGORITHM_NAME = "segaudit"
+
+
+def _algorithm_type(kind: str) -> str:
+    return ALGORITHM_TYPES.get(kind, "SEMIAUTOMATIC")
+
+
+def _algorithm() -> hd.AlgorithmIdentificationSequence:
+    return hd.AlgorithmIdentificationSequence(
+        name=ALGORITHM_NAME,
+        family=codes.cid7162.ArtificialIntelligence,
+        version=imaging.__version__,
+        source=MANUFACTURER,
+    )
+
+
+def _series_text(text: str, made: dt.datetime, original: str) -> str:
+    """A series description that tells two runs apart: what, when, and of which input."""
+    return _lo(f"{text} {made:%Y-%m-%d %H:%M} ({original})")
 
 
 def write_mask(path: Path, labels: np.ndarray, geometry: Geometry, *, kind: str = CLEANSED) -> None:
@@ -107,6 +131,9 @@ def build_seg(
         assert isinstance(unit, seg.Segment)  # SEG masks are never mixed with RTSTRUCT ones
         item = copy.deepcopy(unit.item)
         item.SegmentNumber = number
+        item.SegmentAlgorithmType = _algorithm_type(kind)
+        item.SegmentAlgorithmName = ALGORITHM_NAME
+        item.SegmentationAlgorithmIdentificationSequence = _algorithm()
         descriptions.append(hd.seg.SegmentDescription.from_dataset(item))
     frames = lookup[labels].transpose(2, 1, 0)  # (Z, rows, cols): one frame per slice
     headers = _clean_headers(series)
@@ -138,7 +165,9 @@ def build_seg(
         content_description=_lo(f"{text} mask of {mask.get('SeriesDescription', '') or 'SEG'}"),
         **options,
     )
-    out.SeriesDescription = _lo(f"{text} ({mask.get('SeriesDescription', '') or 'SEG'})")
+    made = dt.datetime.now()
+    out.SeriesDate, out.SeriesTime = DA(made.strftime("%Y%m%d")), TM(made.strftime("%H%M%S"))
+    out.SeriesDescription = _series_text(text, made, mask.get("SeriesDescription", "") or "SEG")
     return out
 
 
@@ -178,7 +207,9 @@ def build_rtstruct(labels: np.ndarray, source: MaskSource, *, kind: str = "clean
     ds.Modality = "RTSTRUCT"
     ds.SeriesInstanceUID = hd.UID()
     ds.SeriesNumber = number
-    ds.SeriesDescription = _lo(f"{text} ({mask.get('SeriesDescription', '') or 'RTSTRUCT'})")
+    ds.SeriesDate, ds.SeriesTime = ds.InstanceCreationDate, ds.InstanceCreationTime
+    original = mask.get("SeriesDescription", "") or "RTSTRUCT"
+    ds.SeriesDescription = _series_text(text, now, original)
     ds.OperatorsName = None
     ds.Manufacturer = MANUFACTURER
     ds.ManufacturerModelName = MODEL
@@ -199,8 +230,8 @@ def build_rtstruct(labels: np.ndarray, source: MaskSource, *, kind: str = "clean
         structure = copy.deepcopy(unit.structure)
         structure.ROINumber = roi_number
         structure.ReferencedFrameOfReferenceUID = series.frame_of_reference_uid
-        if "ROIGenerationAlgorithm" not in structure:
-            structure.ROIGenerationAlgorithm = ""
+        structure.ROIGenerationAlgorithm = _algorithm_type(kind)
+        structure.ROIGenerationDescription = _lo(f"{ALGORITHM_NAME} {imaging.__version__}")
         structures.append(structure)
         contours.append(_roi_contours(labels == cls, series, roi_number, unit))
         observations.append(_observation(unit, roi_number, len(observations) + 1))

@@ -27,6 +27,7 @@ _PREAMBLE = 128
 _DICM = b"DICM"
 _ZIP = b"PK\x03\x04"
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # the SOP class of a DICOMDIR
+MANUFACTURER = "segaudit"  # the Manufacturer of every object segaudit writes
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,11 @@ class DicomObject:
     @property
     def modality(self) -> str:
         return str(self.header.get("Modality", "") or "?")
+
+    @property
+    def made_by_segaudit(self) -> bool:
+        """Written by segaudit (a pseudo label or cleansed mask pushed back to a PACS)."""
+        return str(self.header.get("Manufacturer", "")) == MANUFACTURER
 
 
 @dataclass

@@ -86,9 +86,19 @@ def test_a_pacs_export_audited_through_the_api(api_factory, orthanc, _built, tmp
 
     export = api.get(f"/v1/audits/{audit_id}/export")
     with zipfile.ZipFile(io.BytesIO(export.content)) as zf:
-        assert set(zf.namelist()) == {"scores.csv"} | {
-            f"cleansed/{case_name(c)}.dcm" for c in _built
-        }
+        names = set(zf.namelist())
+        assert {"scores.csv", "run.json", "summary.json"} <= names
+        assert {f"cleansed/{case_name(c)}.dcm" for c in _built} <= names
+        assert {f"pseudo_labels/{case_name(c)}.dcm" for c in _built} <= names
+
+    # The run's per-epoch history (a real run of two epochs) and a case's image, its series zip.
+    history = api.get(f"/v1/audits/{audit_id}/history").json()
+    assert [h["epoch"] for h in history] == [1, 2] and all(h["loss"] > 0 for h in history)
+    name = case_name(_built[0])
+    image = api.get(f"/v1/audits/{audit_id}/cases/{name}/image")
+    assert image.status_code == 200 and image.headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(image.content)) as zf:
+        assert len(zf.namelist()) == len(_built[0].images)
 
     # Back to the PACS (a reviewer's decision), and found there.
     annotator = api.post(push, role="annotator", json={"url": orthanc})

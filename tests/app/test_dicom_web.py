@@ -188,3 +188,46 @@ def test_the_allowed_servers_setting(monkeypatch):
         check_server("http://pacs:8043/dicom-web", allowed)
     monkeypatch.delenv("SEGAUDIT_DICOMWEB_SERVERS")
     assert Settings().dicomweb_servers == []
+
+
+def test_push_pull_and_re_audit_round_trips(api_factory, orthanc, breast_study, tmp_path):
+    """segaudit's cleansed SEGs, pushed beside the originals, are left out when the study comes
+    back as masks: no duplicate_case, and the re-audit is accepted.
+    """
+    from imaging import layout
+    from imaging.dicom.cases import find_pairs
+    from imaging.write import write_array
+    from tests.app.conftest import zip_of
+
+    api = api_factory(dicomweb_servers=[orthanc])
+    study, cases = breast_study
+    pairs, _ = find_pairs(*write_cases(cases, tmp_path / "images", tmp_path / "masks"))
+    ours = tmp_path / "ours"
+    for pair in pairs:
+        mask = pair.read_mask()
+        cleansed = np.where(np.arange(mask.array.shape[0])[:, None, None] < 2, 0, mask.array)
+        write_array(ours / f"{pair.case_id}.dcm", cleansed, mask.geometry, kind=layout.CLEANSED)
+    assert len(web.push(web.connect(orthanc), [ours])) == len(cases)
+
+    dataset_id = new_dataset(api, "round-trip")
+    pulled = api.post(pull_url(dataset_id), json={"url": orthanc, "study_uid": study})
+    assert pulled.status_code == 201 and pulled.json()["count"] == len(cases), pulled.text
+    # The study as the PACS holds it now: each series with its original SEG and segaudit's.
+    files = web.pull(web.connect(orthanc), tmp_path / "study", study_uid=study)
+    held = [f for f in files if scan(f).objects[0].made_by_segaudit]
+    assert len(held) >= len(cases)
+    set_id = new_set(api, dataset_id)
+    study_zip = zip_of(sorted(files))
+    masks = api.upload_bytes(masks_url(dataset_id, set_id), "study.zip", study_zip)
+    assert masks.status_code == 201, masks.text
+    assert masks.json()["count"] == len(cases)
+    assert any("segaudit wrote" in n for n in masks.json()["notes"]), masks.json()["notes"]
+    audit = api.post(
+        "/v1/audits",
+        json={
+            "dataset_id": dataset_id,
+            "annotation_set_id": set_id,
+            "parameters": {"min_cases": 4},
+        },
+    )
+    assert audit.status_code == 202, audit.text

@@ -101,7 +101,10 @@ def test_export_holds_every_cleansed_mask_and_the_scores(api, done):
     assert response.status_code == 200 and response.headers["content-type"] == "application/zip"
     with zipfile.ZipFile(io.BytesIO(response.content)) as zf:
         names = set(zf.namelist())
-        assert names == {"scores.csv"} | {f"cleansed/{m.name}" for m in masks}
+        per_case = {
+            f"{d}/{m.name}" for m in masks for d in ("cleansed", "pseudo_labels", "issue_maps")
+        }
+        assert names == {"scores.csv", "run.json", "summary.json"} | per_case  # 2D: no slices.csv
         assert (
             zf.read(f"cleansed/{masks[0].name}") == (out / "cleansed" / masks[0].name).read_bytes()
         )

@@ -2,4 +2,4 @@
 service's tests: PostgreSQL and SQLite, each migrated once per session.
 """
 
-from tests.app.conftest import db_url, fresh_pg, migrated, pg_server  # noqa: F401  fixtures
+from tests.app.conftest import db_url, fresh_pg, hc18, migrated, pg_server  # noqa: F401  fixtures

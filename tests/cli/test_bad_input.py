@@ -223,14 +223,14 @@ def test_missing_folder(hc18_small, tmp_path, capsys):
 
 def test_unsupported_extension(hc18_small, tmp_path, capsys):
     images, masks = hc18_small
-    (images / "notes.jpg").write_bytes(b"")
+    (images / "notes.txt").write_bytes(b"")
     expect_error(
         capsys,
         images,
         masks,
         tmp_path / "out",
         ErrorCode.UNSUPPORTED_FORMAT,
-        "notes.jpg",
+        "notes.txt",
         ".nii.gz",
     )
 

@@ -16,6 +16,7 @@ from PIL import Image
 from bench.evaluate import read_scores
 from imaging import layout
 from imaging.errors import ErrorCode, InputError
+from imaging.formats import read_mask
 from models.audit import run_audit
 from models.config import AuditConfig
 from models.segment import segment_folder
@@ -58,8 +59,9 @@ def test_writes_every_output_on_the_input_grid(tiny_run, hc18_data):
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "no staging left behind"
 
 
-def test_the_results_in_memory_agree_with_the_files_for_people(tiny_run):
+def test_the_results_in_memory_agree_with_the_files_for_people(tiny_run, hc18_data):
     result, _ = tiny_run
+    _, masks = hc18_data
     rows = read_scores(result.out_dir / layout.SCORES)
     for rank, (record, row) in enumerate(zip(result.results, rows, strict=True), start=1):
         assert int(row["rank"]) == rank and row["case"] == record.case
@@ -73,6 +75,13 @@ def test_the_results_in_memory_agree_with_the_files_for_people(tiny_run):
             assert path is not None and path.parts[0] == folder
             assert (result.out_dir / path).is_file()
         assert record.slices == ()  # 2D cases: no per-slice detail
+        # Why it ranks there: the kind of disagreement and the sizes (PNG: pixels, no mm²).
+        assert row["disagreement_kind"] in ("agrees", "boundary") or set(
+            row["disagreement_kind"].split("+")
+        ) <= {"missing_object", "extra_object", "boundary"}
+        given = np.asarray(Image.open(masks / f"{record.case}.png"))
+        assert int(row["given_pixels"]) == int((given > 0).sum()) > 0
+        assert row["predicted_pixels"].isdigit() and row["given_mm"] == row["worst_slice"] == ""
     assert json.loads((result.out_dir / layout.RUN).read_text())["summary"] == result.run["summary"]
 
 
@@ -209,6 +218,16 @@ def test_3d_volumes_come_back_on_their_own_grid(tmp_path, fmt):
     assert sum(len(r.slices) for r in result.results) == total_slices  # the same, in memory
     assert all([s.slice for s in r.slices] == list(range(5)) for r in result.results)
     assert result.run["inputs"]["is_3d"] is True
+    # A volume's sizes in voxels and mm³ (its spacing), and its worst slice.
+    for row, record in zip(read_scores(out / layout.SCORES), result.results, strict=True):
+        given = read_mask(masks / f"{record.case}{ext}", case=record.case)
+        voxels = int((given.array > 0).sum())
+        assert int(row["given_pixels"]) == voxels
+        mm3 = voxels * float(np.prod(given.geometry.spacing))
+        assert float(row["given_mm"]) == pytest.approx(mm3, rel=1e-5)
+        worst = max(record.slices, key=lambda s: s.dice_gap)
+        assert float(row["worst_slice_dice_gap"]) == pytest.approx(worst.dice_gap, abs=1e-6)
+        assert int(row["worst_slice"]) in range(5)
 
 
 def test_resume_refuses_other_cases(tiny_run, hc18_data, tmp_path):

@@ -143,3 +143,13 @@ def test_the_disagreement_in_words():
     assert describe(figures(confident(two), disk(30, 30, 10))) == "1 object missing"
     shifted = describe(figures(confident(TRUTH), np.roll(TRUTH, 4, axis=1)))
     assert shifted.startswith("shifted by 1") and describe({}) == ""
+
+
+def test_an_empty_mask_with_an_empty_prediction_has_a_finite_uncertainty():
+    empty = np.zeros_like(TRUTH)
+    f = figures(confident(empty), empty)
+    assert all(np.isfinite(v) for v in f.values()), {
+        k: v for k, v in f.items() if not np.isfinite(v)
+    }
+    unsure = np.stack([np.full(TRUTH.shape, 0.6), np.full(TRUTH.shape, 0.4)])
+    assert figures(unsure, empty)["uncertainty"] > 0.9 > 0.2 > f["uncertainty"]

@@ -19,22 +19,47 @@ from app.api.deps import (
 )
 from app.api.docs import UPLOAD_BODY, errors_of
 from app.api.upload import receive_upload
+from app.db.enums import LabelTag, MaskSource, Undecided
 from app.db.tables import AnnotationSet
 from app.dicom_uploads import DicomUpload
-from app.schemas import AnnotationSetCreate, AnnotationSetOut, MaskOut, MasksAdded, Page
+from app.schemas import (
+    AnnotationSetCreate,
+    AnnotationSetOut,
+    LineageOut,
+    MaskOut,
+    MasksAdded,
+    Page,
+)
 from app.services import annotations as annotation_sets  # `annotations`: the __future__ name
-from app.services import dicom
+from app.services import dicom, resolve
 
 router = APIRouter(prefix="/v1/datasets/{dataset_id}/annotation-sets", tags=["annotation sets"])
 
 
-def _out(session: Session, aset: AnnotationSet) -> AnnotationSetOut:
+def set_out(session: Session, aset: AnnotationSet) -> AnnotationSetOut:
+    """The set as the API shows it: its tag, and a resolved set's lineage."""
+    resolution = resolve.resolution_of(session, aset)
+    lineage = None
+    if resolution is not None:
+        lineage = LineageOut(
+            audit_id=resolution.audit_id,
+            parent_set_id=resolution.parent_set_id,
+            policy=Undecided(resolution.policy),
+            resolved_by=resolution.resolved_by,
+            key_id=resolution.key_id,
+            resolved_at=resolution.created_at,
+            sources={
+                MaskSource(k): v for k, v in resolve.source_counts(session, resolution).items()
+            },
+        )
     return AnnotationSetOut(
         id=aset.id,
         dataset_id=aset.dataset_id,
         name=aset.name,
         description=aset.description,
         masks=annotation_sets.count_masks(session, aset),
+        tag=LabelTag(aset.tag),
+        lineage=lineage,
         created_at=aset.created_at,
     )
 
@@ -45,7 +70,7 @@ def create_annotation_set(
 ) -> AnnotationSetOut:
     """Create an empty annotation set (one annotator, team or re-annotation) for the dataset."""
     aset = annotation_sets.create_annotation_set(session, dataset, body.name, body.description)
-    return _out(session, aset)
+    return set_out(session, aset)
 
 
 @router.get("", responses=errors_of(404))
@@ -54,14 +79,14 @@ def list_annotation_sets(
 ) -> Page[AnnotationSetOut]:
     """List the dataset's annotation sets, oldest first."""
     page = annotation_sets.list_annotation_sets(session, dataset, limit=limit, offset=offset)
-    items = [_out(session, a) for a in page.items]
+    items = [set_out(session, a) for a in page.items]
     return Page(items=items, total=page.total, limit=limit, offset=offset)
 
 
 @router.get("/{set_id}", responses=errors_of(404))
 def get_annotation_set(aset: AnnotationSetDep, session: SessionDep) -> AnnotationSetOut:
     """One annotation set, with its number of masks."""
-    return _out(session, aset)
+    return set_out(session, aset)
 
 
 @router.post(

@@ -16,6 +16,7 @@ from app.api.deps import (
     Viewer,
 )
 from app.api.docs import errors_of
+from app.api.params import DbIdQuery
 from app.db.enums import AuditStatus
 from app.db.tables import Audit
 from app.schemas import AuditCreate, AuditOut, Page
@@ -50,7 +51,7 @@ def create_audit(
 def list_audits(
     session: SessionDep,
     principal: Viewer,
-    dataset_id: int | None = None,
+    dataset_id: DbIdQuery | None = None,
     status: AuditStatus | None = None,
     limit: Limit = 50,
     offset: Offset = 0,

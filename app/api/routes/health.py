@@ -1,6 +1,12 @@
-"""Liveness and readiness, for load balancers and orchestrators (no key needed)."""
+"""Liveness and readiness, for load balancers and orchestrators (no key needed).
+
+Anyone may call them, so a failure is answered with a code and a generic sentence per
+component; the exception itself (hosts, users, driver messages) goes to the service's log.
+"""
 
 from __future__ import annotations
+
+import logging
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -13,6 +19,7 @@ from app.schemas import ErrorOut
 from imaging.errors import ErrorCode
 
 router = APIRouter(tags=["health"])
+log = logging.getLogger(__name__)
 
 
 @router.get("/healthz")
@@ -32,15 +39,17 @@ def readyz(request: Request) -> JSONResponse:
         at, head = migrate.current(state.engine), migrate.head()
         if at != head:
             problems.append(f"database: at revision {at}, not {head}; run `segaudit db upgrade`")
-    except Exception as exc:  # any failure means not ready; the reason is reported
-        problems.append(f"database: {type(exc).__name__}: {exc}")
+    except Exception:  # any failure means not ready; the details go to the log only
+        log.warning("readyz: the database is not reachable", exc_info=True)
+        problems.append("database: not reachable (the service's log says why)")
     try:
         # kombu's Connection has no annotations.
         broker = Connection(state.settings.broker_url, connect_timeout=2)  # type: ignore[no-untyped-call]
         with broker as connection:
             connection.ensure_connection(max_retries=1, interval_start=0, timeout=2)
-    except Exception as exc:
-        problems.append(f"broker: {type(exc).__name__}: {exc}")
+    except Exception:
+        log.warning("readyz: the broker is not reachable", exc_info=True)
+        problems.append("broker: not reachable (the service's log says why)")
     if problems:
         return error_response(503, ErrorCode.NOT_READY, "; ".join(problems))
     return JSONResponse({"status": "ready", "database": "ok", "broker": "ok"})

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from app.api.deps import Admin, SessionDep
 from app.api.docs import errors_of
+from app.api.params import DbId
 from app.db.tables import Project
 from app.schemas import KeyCreate, KeyCreated, KeyOut
 from app.services import keys
@@ -28,6 +29,6 @@ def create_key(body: KeyCreate, session: SessionDep, principal: Admin) -> KeyCre
 
 
 @router.post("/{key_id}/revoke", responses=errors_of(404))
-def revoke_key(key_id: int, session: SessionDep, principal: Admin) -> KeyOut:
+def revoke_key(key_id: DbId, session: SessionDep, principal: Admin) -> KeyOut:
     """Revoke a key: it stops working at once. Revoking twice is harmless."""
     return KeyOut.of(keys.revoke_key(session, principal.project_id, key_id))

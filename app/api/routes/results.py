@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import shutil
-from typing import Annotated, Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse
@@ -21,12 +22,23 @@ from app.api.deps import (
     Viewer,
 )
 from app.api.docs import errors_of
+from app.api.params import DbId
 from app.db.enums import AuditStatus
-from app.db.tables import Audit
-from app.schemas import HistoryItem, Page, ResultDetail, ResultOut, ReviewCreate, ReviewOut
-from app.services import results, reviews
+from app.db.tables import Audit, StoredFile
+from app.schemas import (
+    CorrectionOut,
+    HistoryItem,
+    Page,
+    ResultDetail,
+    ResultOut,
+    ReviewCreate,
+    ReviewOut,
+)
+from app.services import resolve, results, reviews
+from app.services.dicom import SERIES_FORMAT
 from app.services.results import FileKind
 from app.storage import Store
+from imaging.formats import split_name
 from imaging.geometry import DICOM_RTSTRUCT, DICOM_SEG
 
 router = APIRouter(tags=["results"])
@@ -37,6 +49,8 @@ MEDIA_TYPES = {
     DICOM_SEG: "application/dicom",
     DICOM_RTSTRUCT: "application/dicom",
     "dicom": "application/dicom",
+    "jpeg": "image/jpeg",
+    SERIES_FORMAT: "application/zip",
 }
 Sort = Literal[
     "-noise_score", "noise_score", "rank", "-rank", "case", "-case", "-dice_gap", "dice_gap"
@@ -102,17 +116,29 @@ def get_result(audit: AuditDep, case: CaseName, session: SessionDep) -> ResultDe
         slices=result.slices,
         files=files,
         reviews=[ReviewOut.of(r) for r in reviews.list_reviews(session, result)],
+        corrections=[CorrectionOut.of(c) for c in reviews.list_corrections(session, result)],
     )
+
+
+def media_type(stored: StoredFile) -> str:
+    """The media type of a stored file: by its format, gzip for ``.gz`` (e.g. ``.nii.gz``)."""
+    if stored.name.lower().endswith(".gz"):  # e.g. a DICOM case's .nii.gz issue map
+        return "application/gzip"
+    return MEDIA_TYPES.get(stored.format) or "application/octet-stream"
+
+
+def image_name(stored: StoredFile, case: str) -> str:
+    """The download name of a case's image: the case's name with the file's extension."""
+    if stored.format == SERIES_FORMAT:
+        return f"{case}.zip"
+    return f"{case}{split_name(Path(stored.name))[1]}"
 
 
 def _download(
     audit: Audit, case: str, kind: FileKind, session: Session, store: Store
 ) -> FileResponse:
     path, stored = results.result_file(session, store, audit, case, kind)
-    gzipped = stored.name.lower().endswith(".gz")  # e.g. a DICOM case's .nii.gz issue map
-    media = "application/gzip" if gzipped else MEDIA_TYPES.get(stored.format)
-    media = media or "application/octet-stream"
-    return FileResponse(path, media_type=media, filename=stored.name)
+    return FileResponse(path, media_type=media_type(stored), filename=stored.name)
 
 
 @router.get(
@@ -157,12 +183,19 @@ def pseudo_label(
     "/v1/audits/{audit_id}/export",
     response_class=FileResponse,
     responses={
-        200: {"content": {"application/zip": {}}, "description": "scores.csv and cleansed/"},
+        200: {
+            "content": {"application/zip": {}},
+            "description": "scores.csv, slices.csv, run.json, summary.json, cleansed/, "
+            "pseudo_labels/, issue_maps/",
+        },
         **errors_of(404, 409),
     },
 )
 def export(audit: AuditDep, session: SessionDep, store: StoreDep) -> FileResponse:
-    """A zip of every cleansed mask (`cleansed/<case><ext>`) with `scores.csv`."""
+    """A zip of what the audit made: `scores.csv`, `slices.csv` (volumes), `run.json`,
+    `summary.json` (audit id, dates, engine version), and per case `cleansed/`,
+    `pseudo_labels/` and `issue_maps/` (`<case><ext>`).
+    """
     folder = store.new_folder()
     try:
         archive = results.export_zip(session, store, audit, folder)
@@ -175,6 +208,27 @@ def export(audit: AuditDep, session: SessionDep, store: StoreDep) -> FileRespons
         filename=archive.name,
         background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True),
     )
+
+
+@router.get(
+    "/v1/audits/{audit_id}/cases/{case}/image",
+    response_class=FileResponse,
+    responses=errors_of(404),
+)
+def case_image(
+    audit: AuditDep, case: CaseName, session: SessionDep, store: StoreDep
+) -> FileResponse:
+    """The case's image as it was uploaded (a DICOM series as a zip of its instances)."""
+    path, stored = results.case_image(session, store, audit, case)
+    return FileResponse(path, media_type=media_type(stored), filename=image_name(stored, case))
+
+
+@router.get("/v1/audits/{audit_id}/history", responses=errors_of(404, 409))
+def run_history(audit: AuditDep) -> list[dict[str, Any]]:
+    """The run's per-epoch history (run.json's `history`: epoch, phase, loss, flagged,
+    separation, seconds; with cross-fitting each network's epochs in turn, with its `fold`).
+    """
+    return results.run_history(audit)
 
 
 @router.post(
@@ -197,15 +251,23 @@ def review(
 
 
 @router.get("/v1/cases/{case_id}/history", responses=errors_of(404))
-def case_history(case_id: int, session: SessionDep, principal: Viewer) -> list[HistoryItem]:
-    """The case's result in every audit that scored it, oldest first."""
+def case_history(case_id: DbId, session: SessionDep, principal: Viewer) -> list[HistoryItem]:
+    """The case's result in every audit that scored it, oldest first: with re-audits of a
+    resolved set (tag `final`), its score before and after, and where its mask came from.
+    """
+    found = results.case_history(session, principal.project_id, case_id)
+    notes = resolve.history_notes(session, case_id, [audit for _, audit in found])
     return [
         HistoryItem(
             audit_id=audit.id,
             annotation_set_id=audit.annotation_set_id,
+            annotation_set_name=notes[audit.id].set_name,
+            annotation_set_tag=notes[audit.id].tag,
+            mask_source=notes[audit.id].source,
+            decision=notes[audit.id].decision,
             audit_status=AuditStatus(audit.status),
             audit_created_at=audit.created_at,
             result=ResultOut.of(result),
         )
-        for result, audit in results.case_history(session, principal.project_id, case_id)
+        for result, audit in found
     ]
