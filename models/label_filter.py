@@ -100,7 +100,7 @@ def fit_label_filter(
     if bic_gain < min_bic_gain:
         reason = f"one Gaussian fits as well (BIC gain {bic_gain:.1f} < {min_bic_gain})"
     elif separation < min_separation:
-        reason = f"components not separated (D={separation:.2f} < {min_separation})"
+        reason = f"components not separated (D={separation:.2f} < {min_separation:.2f})"
     elif min(weight, 1.0 - weight) < min_weight:
         reason = f"one component nearly empty (weight {min(weight, 1 - weight):.3f} < {min_weight})"
     elif weight > max_noisy_weight:

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# The Debian packages that the DICOM tests use: dicom3tools (dciodvfy, the DICOM validator) and
-# Orthanc with its DICOMweb plugin (a real PACS on loopback). Idempotent: it does nothing when they
-# are installed. Where they cannot be installed (no apt-get, no root or sudo) it says so; the tests
-# that need them then skip, except under CI (CI set), where this script fails instead.
+# The Debian packages that the tests use: dicom3tools (dciodvfy, the DICOM validator), Orthanc with
+# its DICOMweb plugin (a real PACS on loopback) and docker-compose (checks the compose file where
+# no Docker daemon runs). Idempotent: it does nothing when they are installed. Where they cannot
+# be installed (no apt-get, no root or sudo) it says so; the tests that need them then skip,
+# except under CI (CI set), where this script fails instead.
 set -euo pipefail
 
 need=()
 command -v dciodvfy >/dev/null 2>&1 || need+=(dicom3tools)
 command -v Orthanc >/dev/null 2>&1 || need+=(orthanc)
 [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need+=(orthanc-dicomweb)
+# docker-compose validates docker-compose.yml (tests/test_compose.py) where no Docker daemon runs.
+command -v docker-compose >/dev/null 2>&1 || command -v docker >/dev/null 2>&1 || need+=(docker-compose)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 cannot() {

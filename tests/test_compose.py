@@ -189,10 +189,13 @@ def _compose_cli() -> list[str] | None:
     return None
 
 
-@pytest.mark.skipif(_compose_cli() is None, reason="no docker-compose or docker compose here")
 def test_compose_itself_accepts_the_file_and_wants_the_password():
     cli = _compose_cli()
-    assert cli is not None
+    if cli is None:  # scripts/install-test-services.sh installs Debian's docker-compose
+        message = "no docker-compose or docker compose here"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}; CI must provide it")
+        pytest.skip(message)
     base = {k: v for k, v in os.environ.items() if k != "POSTGRES_PASSWORD"}
     run = [*cli, "-f", str(ROOT / "docker-compose.yml")]
     refused = subprocess.run([*run, "config", "-q"], env=base, capture_output=True, text=True)
