@@ -93,8 +93,8 @@ def _print_table(result: AuditResult, out: Path, top: int) -> None:
         )
     if summary["filter_degenerate"]:
         print(
-            f"\nNo case is flagged: the label filter found no separate noisy group "
-            f"({summary['filter_reason']}). The ranking still orders the cases by evidence."
+            f"\nNo case is flagged: {summary['filter_reason']}. "
+            "The ranking still orders the cases by evidence."
         )
     print(
         f"\nMeasured: {timings['total_s']:.1f} s in all "

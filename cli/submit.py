@@ -297,8 +297,8 @@ def report(client: httpx.Client, audit: dict[str, Any], out: Path, *, top: int =
     )
     if summary.get("filter_degenerate"):
         print(
-            "No case is flagged: the label filter found no separate noisy group "
-            f"({summary.get('filter_reason')}). The ranking still orders the cases by evidence."
+            f"No case is flagged: {summary.get('filter_reason')}. "
+            "The ranking still orders the cases by evidence."
         )
     with (out / "scores.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))[:top]

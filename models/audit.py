@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.special import expit
 
 from imaging import layout
 from imaging.cases import find_cases, read_case_mask
@@ -35,7 +34,7 @@ from imaging.formats import FLAT_FORMATS, issue_map_target, output_extension
 from imaging.geometry import Geometry, label_dtype
 from imaging.write import write_array
 from models import outputs
-from models.calibration import Calibration, calibrate
+from models.calibration import Calibration, calibrate, noise_score
 from models.checkpoint import load_checkpoint, resume_states, save_checkpoint
 from models.cleansing import infer_single_object_classes, issue_map
 from models.config import AuditConfig
@@ -44,8 +43,8 @@ from models.disagreement import dice_per_class
 from models.figure_names import EVIDENCE, PHYSICAL_SIZES, SIZES
 from models.figures import CaseFigures, Prediction, SizeNorm, measure_case
 from models.fingerprint import Fingerprint, fingerprint
+from models.flagging import FlagFit, fit_flags
 from models.folds import FoldPlan, plan_folds
-from models.label_filter import FilterResult, fit_label_filter
 from models.network import predict_probs, resolve_device
 from models.preprocess import as_slices, from_slices, to_original
 from models.results import CaseResult, SliceResult
@@ -345,19 +344,24 @@ class Verdict:
 
     evidence: np.ndarray  # (N,) log-odds of the graded score
     size_atypical: np.ndarray  # (N,) robust z of the given objects' sizes in this dataset
-    flagged: np.ndarray  # (N,) bool
     model_uncertain: np.ndarray  # (N,) bool
     calibration: Calibration
-    mixture: FilterResult
-    required_separation: float  # Ashman's D the flag needed on this many cases
+    flag: FlagFit
+
+    @property
+    def flagged(self) -> np.ndarray:
+        return self.flag.flagged
 
     def summary(self) -> dict[str, Any]:
         return {
             "flagged": int(self.flagged.sum()),
-            "filter_degenerate": self.mixture.degenerate,
-            "filter_reason": self.mixture.reason,
-            "filter_separation": round(self.mixture.separation, 4),
-            "filter_separation_required": round(self.required_separation, 4),
+            "filter_degenerate": not bool(self.flagged.any()),
+            "filter_reason": self.flag.reason,
+            "mixture": {
+                "noisy_share": round(self.flag.noisy_share, 4),
+                "clean_centre": round(self.flag.clean_centre, 4),
+                "clean_spread": round(self.flag.clean_spread, 4),
+            },
             "model_uncertain": int(self.model_uncertain.sum()),
             "calibration": {
                 "synthetic_copies": self.calibration.synthetic,
@@ -454,16 +458,13 @@ def _verdict(
     calibration = calibrate(
         real, copies, names=(*EVIDENCE, "size_atypical"), reference=reference, seed=config.seed
     )
-    # The paper's label filter, on the graded evidence, with the rules of the training passes
-    # but a stricter separation (the stricter the fewer the cases): two groups, or none.
-    required = config.flag_separation_at(len(scored))
-    mixture = fit_label_filter(
+    # The label filter's two-component mixture once more, on the graded evidence, its noisy
+    # component shaped by the known-noisy copies (models.flagging): a posterior per case.
+    flag = fit_flags(
         calibration.evidence,
-        seed=config.seed,
-        min_separation=required,
-        min_weight=config.gmm_min_weight,
-        min_bic_gain=config.gmm_min_bic_gain,
-        max_noisy_weight=config.gmm_max_noisy_weight,
+        calibration.synthetic_evidence,
+        threshold=config.flag_probability,
+        max_noisy_share=config.gmm_max_noisy_weight,
     )
     uncertainty = np.array([s.figures.values["uncertainty"] for s in scored])
     centre = float(np.median(uncertainty))
@@ -471,11 +472,9 @@ def _verdict(
     return Verdict(
         size_atypical=atypical,
         evidence=calibration.evidence,
-        flagged=mixture.clean_prob < config.flag_threshold,
         model_uncertain=uncertainty > centre + UNCERTAIN_Z * max(spread, 1e-6),
         calibration=calibration,
-        mixture=mixture,
-        required_separation=required,
+        flag=flag,
     )
 
 
@@ -500,10 +499,11 @@ def _finish_case(
         **_physical_sizes(found.figures.values, case.geometry),
         "size_atypical": float(verdict.size_atypical[index]),
         "evidence": evidence,
+        "noise_probability": float(verdict.flag.probability[index]),
     }
     return CaseResult(
         case=case.case_id,
-        noise_score=float(expit(evidence)),
+        noise_score=noise_score(evidence),
         flagged=flagged,
         ce=values["ce"],
         dice_gap=values["dice_gap"],

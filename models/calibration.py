@@ -5,12 +5,14 @@ copies (``models.synthetic``) of the masks the audit is most sure of (the refere
 scored by the same network with the same figures. A logistic model, fitted with the copies and
 the reference cases weighing alike, separates the two; its log-odds is each case's ``evidence``:
 continuous, never saturated, monotone in how much more the mask looks like a known-noisy copy
-than like a sure one. The noise score is ``expit(evidence)``: a graded score for ranking, not a
-calibrated probability (the flag is decided by the label filter's mixture, ``models.audit``).
+than like a sure one. The noise score (``noise_score``) maps it into (0, 1) for ranking. The
+copies' own evidence shapes the noisy component of the final flag's mixture (``models.flagging``),
+whose posterior is the calibrated ``noise_probability``.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,9 +23,18 @@ from sklearn.metrics import roc_auc_score
 @dataclass(frozen=True)
 class Calibration:
     evidence: np.ndarray  # (N,) log-odds: known-noisy copy against sure case
+    synthetic_evidence: np.ndarray  # (M,) the same log-odds of the known-noisy copies
     synthetic: int  # known-noisy copies learnt from
     separation: float  # AUROC between the reference cases and their copies (in sample)
     weights: dict[str, float]  # the logistic model's weight per (standardised, log) figure
+
+
+def noise_score(evidence: float) -> float:
+    """The evidence mapped into (0, 1), order kept: ``1/2 + atan(evidence) / pi``. Unlike
+    ``expit``, which rounds to 1.0 in double precision from about 37, two cases tie only when
+    their evidence does (up to about 1e15), so a sort on the score agrees with the ranking.
+    """
+    return 0.5 + math.atan(evidence) / math.pi
 
 
 def transform(features: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -70,6 +81,7 @@ def calibrate(
     )
     return Calibration(
         evidence=model.decision_function(standard(real)),
+        synthetic_evidence=model.decision_function(x_syn),
         synthetic=len(x_syn),
         separation=float(
             roc_auc_score(

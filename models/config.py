@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
@@ -61,13 +60,10 @@ class AuditConfig:
     degenerate_pass: Literal["hold", "decay"] = (
         "hold"  # a pass with no noisy group: "hold" or "decay" (to clean)
     )
-    # The final flag: the label filter's mixture on the graded evidence; its two groups must lie
-    # at least flag_separation apart (Ashman's D) on flag_separation_cases cases or fewer, and
-    # less on more cases: the required D falls towards gmm_min_separation as sqrt(cases / N), as
-    # the chance separation of a one-group set does (at 40 cases clean sets gave D 2-3; at 200,
-    # clean 2.37, 40% noisy 2.68: docs/benchmarks.md). flag_separation_at() gives the value.
-    flag_separation: float = 3.0
-    flag_separation_cases: int = 40
+    # The final flag: a case is flagged when the mixture on the graded evidence, its noisy
+    # component shaped by the known-noisy copies (models.flagging), gives it at least this
+    # posterior probability of a wrong mask.
+    flag_probability: float = 0.5
     filter_every: int = 2  # epochs between label-filter passes after the warm-up
     filter_tta: bool = False  # flip TTA in those passes (the final pass follows tta_flips)
     # Label cleansing (LCM).
@@ -121,11 +117,7 @@ class AuditConfig:
         need(0.0 <= self.gmm_min_weight < 0.5, "gmm_min_weight must be in [0, 0.5)")
         need(0.5 <= self.gmm_max_noisy_weight <= 1.0, "gmm_max_noisy_weight must be in [0.5, 1]")
         need(0.0 <= self.clean_prob_momentum < 1.0, "clean_prob_momentum must be in [0, 1)")
-        need(
-            self.flag_separation >= self.gmm_min_separation,
-            "flag_separation must be >= gmm_min_separation",
-        )
-        need(self.flag_separation_cases >= 1, "flag_separation_cases must be >= 1")
+        need(0.0 < self.flag_probability < 1.0, "flag_probability must be in (0, 1)")
         need(0.0 < self.flag_threshold < 1.0, "flag_threshold must be in (0, 1)")
         need(
             0.5 <= self.confidence <= 1.0, f"confidence must be in [0.5, 1], got {self.confidence}"
@@ -139,11 +131,6 @@ class AuditConfig:
         )
         need(self.num_classes is None or self.num_classes >= 2, "num_classes must be >= 2")
         need(self.max_classes >= 2, "max_classes must be >= 2")
-
-    def flag_separation_at(self, cases: int) -> float:
-        """Ashman's D the final flag needs on ``cases`` cases."""
-        shrink = min(1.0, math.sqrt(self.flag_separation_cases / max(cases, 1)))
-        return self.gmm_min_separation + (self.flag_separation - self.gmm_min_separation) * shrink
 
     @property
     def warmup(self) -> int:

@@ -23,7 +23,7 @@ _OWN_COLUMNS = {"ce", "dice_gap", *SIZES, *PHYSICAL_SIZES}
 def figure_columns(results: Sequence[CaseResult]) -> list[str]:
     """The figure columns of ``results``: the named figures in their order, then per-class ones."""
     present = {name for r in results for name in r.figures}
-    order = ("evidence", *FIGURES, "size_atypical")
+    order = ("evidence", "noise_probability", *FIGURES, "size_atypical")
     named = [n for n in order if n in present and n not in _OWN_COLUMNS]
     return named + sorted(present - set(named) - _OWN_COLUMNS)
 

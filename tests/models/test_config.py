@@ -26,7 +26,7 @@ def test_round_trips_through_a_dict():
         ({"flag_threshold": 1.0}, "flag_threshold"),
         ({"min_cases": 2}, "min_cases must be >= 4"),
         ({"gmm_max_noisy_weight": 0.2}, "gmm_max_noisy_weight"),
-        ({"flag_separation": 1.0}, "flag_separation must be >= gmm_min_separation"),
+        ({"flag_probability": 1.0}, "flag_probability must be in"),
     ],
 )
 def test_invalid_values_are_refused_with_the_reason(change, message):
@@ -37,12 +37,3 @@ def test_invalid_values_are_refused_with_the_reason(change, message):
 def test_unknown_keys_are_refused():
     with pytest.raises(ValueError, match="unknown audit parameters"):
         AuditConfig.from_dict({"epochs": 5, "speed": "fast"})
-
-
-def test_the_flag_needs_less_separation_on_more_cases():
-    config = AuditConfig()
-    assert config.flag_separation_at(10) == config.flag_separation_at(40) == 3.0
-    assert config.flag_separation_at(160) == pytest.approx(2.5)
-    assert 2.0 < config.flag_separation_at(10_000) < config.flag_separation_at(200) < 2.5
-    strict = AuditConfig(flag_separation=4.0, flag_separation_cases=100)
-    assert strict.flag_separation_at(100) == 4.0 and strict.flag_separation_at(400) == 3.0
