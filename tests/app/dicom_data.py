@@ -18,7 +18,7 @@ from tests.imaging.dicom.builders import BuiltCase, pacs_export
 
 
 def case_name(case: BuiltCase) -> str:
-    return f"{case.patient_id}_s{case.series_number}"
+    return case.name
 
 
 def export_zip(tmp_path: Path, cases: list[BuiltCase]) -> bytes:

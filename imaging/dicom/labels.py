@@ -1,0 +1,57 @@
+"""What a DICOM series says about its patient, kept apart from the case's name.
+
+A case's name is a pseudonym made from UIDs alone (``pseudonym``): it goes into URLs, file
+names, logs and error messages. The patient-facing labels (Patient ID and Name, birth date,
+study date, accession number, descriptions) are read here once, for the service to keep beside
+the case and show only to the roles that may see them; nothing else in segaudit reads them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from pydicom.dataset import Dataset
+
+PSEUDONYM_DIGITS = 8  # hex digits per UID: 32 bits each, 64 for a name
+
+# DICOM keyword -> label name, in the order shown.
+LABELS = {
+    "PatientID": "patient_id",
+    "PatientName": "patient_name",
+    "PatientBirthDate": "patient_birth_date",
+    "PatientSex": "patient_sex",
+    "StudyDate": "study_date",
+    "StudyDescription": "study_description",
+    "AccessionNumber": "accession_number",
+    "SeriesDate": "series_date",
+    "SeriesDescription": "series_description",
+    "SeriesNumber": "series_number",
+    "Modality": "modality",
+    "StudyInstanceUID": "study_uid",
+    "SeriesInstanceUID": "series_uid",
+}
+
+
+def _digest(uid: str) -> str:
+    return hashlib.sha256(uid.encode()).hexdigest()
+
+
+def pseudonym(study_uid: str, series_uid: str, *, digits: int = PSEUDONYM_DIGITS) -> str:
+    """A case name that says nothing about the patient: ``<study>-<series>``, the first
+    ``digits`` hex digits of the SHA-256 of each UID. The same series gets the same name in
+    every upload and every audit; the series of one study share the first part.
+    """
+    return f"{_digest(study_uid)[:digits]}-{_digest(series_uid)[:digits]}"
+
+
+def labels_of(header: Dataset) -> dict[str, str]:
+    """The patient-facing labels of a series (one instance's header); absent or empty ones are
+    left out. Person names are given as DICOM writes them (``Family^Given``).
+    """
+    found = {}
+    for keyword, name in LABELS.items():
+        value = header.get(keyword)
+        text = "" if value is None else str(value).strip()
+        if text:
+            found[name] = text
+    return found
