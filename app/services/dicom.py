@@ -112,10 +112,14 @@ def _check_series(upload: DicomUpload) -> tuple[list[Series], list[str]]:
     """Every image series in the upload, checked and read once; notes on what was left out."""
     try:
         found = scan(upload.root)
+    except InputError as exc:
+        raise _refused(exc, upload) from None
+    upload = upload.scrubbed(o.header for o in found.objects)
+    try:
         grouped = group_planes(found.objects)
     except InputError as exc:
         raise _refused(exc, upload) from None
-    notes = list(found.notes) + [
+    notes = [upload.describe(n) for n in found.notes] + [
         f"left out {count} objects that are not images to audit: {what}"
         for what, count in sorted(grouped.skipped.items())
     ]
@@ -168,9 +172,7 @@ def _name_cases(
     if existing is not None:
         name, sha = existing
         same = store.has(sha) and series_uid_of(store.path(sha)) == by_name[name].series_uid
-        what = (
-            "this series" if same else "another series whose UIDs hash alike"
-        )
+        what = "this series" if same else "another series whose UIDs hash alike"
         raise Conflict(
             ErrorCode.CASE_EXISTS,
             f"{by_name[name].label}: dataset {dataset.id} already has a case named '{name}' "
@@ -252,7 +254,7 @@ def _masks_only(upload: DicomUpload, masks: list[DicomObject], dest: Path) -> Di
         target.parent.mkdir(parents=True)
         os.replace(obj.source.path, target)
         shown[target] = upload.name_of(obj.source.path)
-    return DicomUpload(dest, shown, upload.label)
+    return DicomUpload(dest, shown, upload.label, upload.hidden)
 
 
 def _stage_series(
@@ -285,8 +287,9 @@ def _match(
         found = scan(upload.root)
     except InputError as exc:
         raise _refused(exc, upload) from None
+    upload = upload.scrubbed(o.header for o in found.objects)
     masks = [o for o in found.objects if mask_kind(o) is not None]
-    notes = list(found.notes)
+    notes = [upload.describe(n) for n in found.notes]
     if len(masks) < len(found.objects):
         others = len(found.objects) - len(masks)
         notes.append(f"left out {others} DICOM objects that are not SEG or RTSTRUCT masks")

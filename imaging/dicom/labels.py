@@ -9,8 +9,11 @@ the case and show only to the roles that may see them; nothing else in segaudit 
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Iterable
 
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 PSEUDONYM_DIGITS = 8  # hex digits per UID: 32 bits each, 64 for a name
 
@@ -55,3 +58,36 @@ def labels_of(header: Dataset) -> dict[str, str]:
         if text:
             found[name] = text
     return found
+
+
+# The labels that identify the patient: kept out of names shown in messages (``scrub``).
+IDENTIFYING = ("PatientID", "PatientName", "PatientBirthDate", "OtherPatientIDs")
+SCRUBBED = "<patient>"
+_MIN_PART = 3  # shorter parts of a person's name ("Li", initials) are too common to scrub
+
+
+def identifiers_of(headers: Iterable[Dataset]) -> set[str]:
+    """The values in ``headers`` that identify a patient, with each part of a person's name
+    (``Family^Given``) of ``_MIN_PART`` characters or more: what ``scrub`` takes out.
+    """
+    found: set[str] = set()
+    for header in headers:
+        for keyword in IDENTIFYING:
+            value = header.get(keyword)
+            values = value if isinstance(value, MultiValue) else [value]
+            for text in (str(v).strip() for v in values if v is not None):
+                if text:
+                    found.add(text)
+                if keyword == "PatientName":
+                    found.update(p for p in re.split(r"[\^=\s]+", text) if len(p) >= _MIN_PART)
+    return found
+
+
+def scrub(text: str, identifiers: Iterable[str]) -> str:
+    """``text`` with every identifier replaced by ``<patient>``, longest first and in any case:
+    a PACS export names its folders after the patient, and the names the client gave its files
+    go into messages.
+    """
+    for value in sorted(set(identifiers), key=len, reverse=True):
+        text = re.sub(re.escape(value), SCRUBBED, text, flags=re.IGNORECASE)
+    return text

@@ -81,14 +81,14 @@ IMAGE_REFUSALS = [
     (
         truncated_header,
         "unreadable_file",
-        "export.zip:EXPORT/BRAIN1/STUDY1/SER002/IM00001",
-        "export.zip:EXPORT/BRAIN1/STUDY1/SER002/IM00001 is a MR Image Storage object without "
+        "export.zip:EXPORT/<patient>/STUDY1/SER002/IM00001",  # the folder named after him
+        "export.zip:EXPORT/<patient>/STUDY1/SER002/IM00001 is a MR Image Storage object without "
         "rows and columns: the file is truncated",
     ),
     (
         truncated_pixels,
         "unreadable_file",
-        "export.zip:EXPORT/BRAIN1/STUDY1/SER001/IM00002",
+        "export.zip:EXPORT/<patient>/STUDY1/SER001/IM00002",
         "pixel data",
     ),
     (mixed_series, "series_inconsistent", "export.zip", "mixes images of 120x45 and 256x256"),
