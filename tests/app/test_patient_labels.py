@@ -67,8 +67,7 @@ def test_the_pseudonym_is_stable_across_uploads_and_says_nothing_of_the_patient(
     for case in cases:  # the series of one study share the name's first part
         assert case.name.split("-")[0] == pseudonym(str(case.images[0].StudyInstanceUID), "")[:8]
     assert not leaks(" ".join(names))
-    assert not any(str(c.series_number) in n.split("-") for c in cases for n in names)
-    assert not leaks(first["notes"].__repr__()), first["notes"]  # names the client gave, too
+    assert not leaks(str(first["notes"])), first["notes"]  # of files the client named, too
 
 
 def test_patient_labels_are_shown_to_reviewers_and_admins_only(api, cases, tmp_path):
