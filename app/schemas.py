@@ -103,6 +103,18 @@ class DatasetOut(BaseModel):
     created_at: dt.datetime
 
 
+# A DICOM case's labels (imaging.dicom.labels), on every case endpoint that shows them.
+PatientLabels = Annotated[
+    dict[str, str] | None,
+    Field(
+        examples=[{"patient_id": "12345", "study_date": "20240131", "series_number": "2"}],
+        description="a DICOM case's patient-facing labels (Patient ID and Name, birth date, "
+        "study and series dates, descriptions, accession number, UIDs), for reviewer and admin "
+        "keys only; null for other keys and for image files. DICOM case names are pseudonyms.",
+    ),
+]
+
+
 class CaseOut(BaseModel):
     id: int
     name: str = Field(
@@ -115,13 +127,7 @@ class CaseOut(BaseModel):
     spacing: list[float]
     channels: int
     created_at: dt.datetime
-    patient_labels: dict[str, str] | None = Field(
-        None,
-        examples=[{"patient_id": "12345", "study_date": "20240131", "series_number": "2"}],
-        description="a DICOM case's patient-facing labels (Patient ID and Name, birth date, "
-        "study and series dates, descriptions, accession number, UIDs), for reviewer and admin "
-        "keys only; null for other keys and for image files. DICOM case names are pseudonyms.",
-    )
+    patient_labels: PatientLabels = None
 
     @classmethod
     def of(cls, case: Case, *, labels: bool = False) -> CaseOut:
@@ -494,6 +500,7 @@ class ResultDetail(ResultOut):
     corrections: list[CorrectionOut] = Field(
         default_factory=list, description="corrected masks uploaded for the case, oldest first"
     )
+    patient_labels: PatientLabels = None
 
 
 class HistoryItem(BaseModel):

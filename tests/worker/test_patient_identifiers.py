@@ -107,6 +107,12 @@ def test_a_dicom_round_trip_logs_and_answers_no_patient_identifier(
         first = names[0]
         for part in ("", "/cleansed-mask", "/issue-map", "/image"):
             assert client.get(f"/v1/audits/{audit_id}/cases/{first}{part}").status_code == 200
+        # A case's result: its patient labels for a reviewer, none for an annotator.
+        detail = f"/v1/audits/{audit_id}/cases/{first}"
+        assert client.get(detail).json()["patient_labels"] is None
+        texts.append(client.get(detail).text)
+        labels = client.get(detail, headers={"X-API-Key": reviewer_key}).json()["patient_labels"]
+        assert labels["patient_id"] in ("PHI12345", "PHI67890") and labels["patient_birth_date"]
         export = client.get(f"/v1/audits/{audit_id}/export")
         with zipfile.ZipFile(io.BytesIO(export.content)) as zf:
             assert f"cleansed/{first}.dcm" in zf.namelist()
