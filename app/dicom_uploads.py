@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pydicom
+from pydicom.dataset import Dataset
 
 from app.errors import TooLarge
 from app.uploads import ZIP_ERRORS, ZIP_MAGIC, Limits, Receiver, is_skipped, nothing_received
+from imaging.dicom.labels import identifiers_of, scrub
 from imaging.errors import ErrorCode
 from imaging.formats import format_of
 
@@ -33,9 +35,19 @@ class DicomUpload:
     root: Path
     shown: dict[Path, str]  # staged file -> e.g. "export.zip:PAT1/SER3/IM00001"
     label: str  # the upload as a whole, e.g. "the upload" or "study 1.2.3"
+    hidden: frozenset[str] = frozenset()  # patient identifiers its files hold (``scrubbed``)
 
     def name_of(self, path: Path) -> str:
         return self.shown.get(path, path.name)
+
+    def scrubbed(self, headers: Iterable[Dataset]) -> DicomUpload:
+        """The same upload, knowing the patient identifiers of ``headers``: the names its
+        client gave (PACS exports name folders after the patient) and every message made by
+        ``describe`` say ``<patient>`` instead.
+        """
+        hidden = self.hidden | identifiers_of(headers)
+        shown = {path: scrub(name, hidden) for path, name in self.shown.items()}
+        return DicomUpload(self.root, shown, scrub(self.label, hidden), hidden)
 
     def describe(self, text: str, folders: dict[Path, str] | None = None) -> str:
         """``text`` with staged paths (files, then ``folders`` and ``root``) named as the
@@ -45,7 +57,7 @@ class DicomUpload:
             text = text.replace(str(path), shown)
         for folder, shown in {**(folders or {}), self.root: self.label}.items():
             text = text.replace(str(folder), shown)
-        return text
+        return scrub(text, self.hidden)
 
     def file_in(self, text: str, name: str | None = None) -> str | None:
         """The received file that ``text`` names by its staged path, else the first one called

@@ -103,17 +103,35 @@ class DatasetOut(BaseModel):
     created_at: dt.datetime
 
 
+# A DICOM case's labels (imaging.dicom.labels), on every case endpoint that shows them.
+PatientLabels = Annotated[
+    dict[str, str] | None,
+    Field(
+        examples=[{"patient_id": "12345", "study_date": "20240131", "series_number": "2"}],
+        description="a DICOM case's patient-facing labels (Patient ID and Name, birth date, "
+        "study and series dates, descriptions, accession number, UIDs), for reviewer and admin "
+        "keys only; null for other keys and for image files. DICOM case names are pseudonyms.",
+    ),
+]
+
+
 class CaseOut(BaseModel):
     id: int
-    name: str = Field(examples=["000_HC"], description="the image's file name without extension")
+    name: str = Field(
+        examples=["000_HC", "3f9a1c2b-7d4e0012"],
+        description="the image's file name without extension; for DICOM, a pseudonym from "
+        "the study and series UIDs (`<study hash>-<series hash>`)",
+    )
     image: FileOut
     shape: list[int] = Field(examples=[[540, 800]], description="(H, W) or (X, Y, Z)")
     spacing: list[float]
     channels: int
     created_at: dt.datetime
+    patient_labels: PatientLabels = None
 
     @classmethod
-    def of(cls, case: Case) -> CaseOut:
+    def of(cls, case: Case, *, labels: bool = False) -> CaseOut:
+        """The case; with its patient labels when ``labels`` (the caller may see them)."""
         return cls(
             id=case.id,
             name=case.name,
@@ -122,6 +140,7 @@ class CaseOut(BaseModel):
             spacing=case.spacing,
             channels=case.channels,
             created_at=case.created_at,
+            patient_labels=case.dicom_labels if labels else None,
         )
 
 
@@ -481,6 +500,7 @@ class ResultDetail(ResultOut):
     corrections: list[CorrectionOut] = Field(
         default_factory=list, description="corrected masks uploaded for the case, oldest first"
     )
+    patient_labels: PatientLabels = None
 
 
 class HistoryItem(BaseModel):

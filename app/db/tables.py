@@ -92,6 +92,9 @@ class Case(Base):
     spacing: Mapped[list[float]] = mapped_column(JSON)
     affine: Mapped[list[list[float]]] = mapped_column(JSON)  # 4x4
     channels: Mapped[int] = mapped_column(Integer)
+    # A DICOM series' patient-facing labels (imaging.dicom.labels), shown to reviewers and
+    # admins only; None for image files. Never put into the name, a log or an error.
+    dicom_labels: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[dt.datetime] = _created()
 
     image: Mapped[StoredFile] = relationship()

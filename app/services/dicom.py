@@ -8,9 +8,12 @@ the same instances, so that it is content-addressed like every other file. ``run
 a folder of such zips (``lifecycle.stage_inputs`` links them as ``<case>.zip``) as it reads a PACS
 export; a mask is its SEG or RTSTRUCT file, stored as ``<case>.dcm``.
 
-Case names are ``imaging.dicom``'s (``<PatientID>_s<SeriesNumber>``). The engine names the cases
-of an audit again from the series it is given, and adds a hash to a name only when two of them
-share it; so two series that would share a name are refused here, and the names stay the same.
+Case names are ``imaging.dicom``'s pseudonyms (``<study hash>-<series hash>``, from UIDs alone),
+so no URL, log line or error message carries the patient. The engine names the cases of an
+audit again from the series it is given, and lengthens a name only when two of them share it;
+so two series that would share a name are refused here, and the names stay the same. The
+patient-facing labels (``imaging.dicom.labels``) are kept on the case, for the roles that may
+see them (``Principal.sees_patient_labels``).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from app.services.files import publishing
 from app.storage import CHUNK, Store, Written
 from imaging.dicom import rtstruct, seg
 from imaging.dicom.cases import case_names, find_pairs  # case names: the engine's own rule
+from imaging.dicom.labels import labels_of
 from imaging.dicom.series import Series, group_planes
 from imaging.dicom.source import DicomObject, scan
 from imaging.errors import ErrorCode, InputError
@@ -108,10 +112,14 @@ def _check_series(upload: DicomUpload) -> tuple[list[Series], list[str]]:
     """Every image series in the upload, checked and read once; notes on what was left out."""
     try:
         found = scan(upload.root)
+    except InputError as exc:
+        raise _refused(exc, upload) from None
+    upload = upload.scrubbed(o.header for o in found.objects)
+    try:
         grouped = group_planes(found.objects)
     except InputError as exc:
         raise _refused(exc, upload) from None
-    notes = list(found.notes) + [
+    notes = [upload.describe(n) for n in found.notes] + [
         f"left out {count} objects that are not images to audit: {what}"
         for what, count in sorted(grouped.skipped.items())
     ]
@@ -151,8 +159,8 @@ def _name_cases(
         if name in by_name:
             raise Invalid(
                 ErrorCode.DUPLICATE_CASE,
-                f"{by_name[name].label} and {s.label} would both be case '{name}' (the same "
-                "Patient ID and Series Number); upload them into separate datasets",
+                f"{by_name[name].label} and {s.label} would both be case '{name}' (their UIDs "
+                "hash alike); upload them into separate datasets",
             )
         by_name[name] = s
         names[s.series_uid] = name
@@ -164,9 +172,7 @@ def _name_cases(
     if existing is not None:
         name, sha = existing
         same = store.has(sha) and series_uid_of(store.path(sha)) == by_name[name].series_uid
-        what = (
-            "this series" if same else "another series with the same Patient ID and Series Number"
-        )
+        what = "this series" if same else "another series whose UIDs hash alike"
         raise Conflict(
             ErrorCode.CASE_EXISTS,
             f"{by_name[name].label}: dataset {dataset.id} already has a case named '{name}' "
@@ -206,6 +212,7 @@ def add_series(
                     spacing=[float(v) for v in s.spacing],
                     affine=np.asarray(s.affine, float).tolist(),
                     channels=1,
+                    dicom_labels=labels_of(next(iter(s.headers.values()))),
                 )
                 session.add(case)
                 cases.append(case)
@@ -247,7 +254,7 @@ def _masks_only(upload: DicomUpload, masks: list[DicomObject], dest: Path) -> Di
         target.parent.mkdir(parents=True)
         os.replace(obj.source.path, target)
         shown[target] = upload.name_of(obj.source.path)
-    return DicomUpload(dest, shown, upload.label)
+    return DicomUpload(dest, shown, upload.label, upload.hidden)
 
 
 def _stage_series(
@@ -280,8 +287,9 @@ def _match(
         found = scan(upload.root)
     except InputError as exc:
         raise _refused(exc, upload) from None
+    upload = upload.scrubbed(o.header for o in found.objects)
     masks = [o for o in found.objects if mask_kind(o) is not None]
-    notes = list(found.notes)
+    notes = [upload.describe(n) for n in found.notes]
     if len(masks) < len(found.objects):
         others = len(found.objects) - len(masks)
         notes.append(f"left out {others} DICOM objects that are not SEG or RTSTRUCT masks")

@@ -18,6 +18,9 @@ from imaging.errors import ErrorCode
 KEY_PREFIX = "sa_"
 
 
+PATIENT_LABELS_ROLE = Role.reviewer  # the least role that sees a DICOM case's patient labels
+
+
 @dataclass(frozen=True)
 class Principal:
     """Who is calling: the key's id, project, role and name."""
@@ -29,6 +32,14 @@ class Principal:
 
     def may(self, role: Role) -> bool:
         return self.role.rank >= role.rank
+
+    @property
+    def sees_patient_labels(self) -> bool:
+        """Whether a DICOM case's patient-facing labels (``Case.dicom_labels``) are shown: to
+        reviewers, who match a flagged case to the patient's images in their PACS, and admins;
+        annotators and viewers work on the pseudonymous names alone.
+        """
+        return self.may(PATIENT_LABELS_ROLE)
 
 
 def hash_key(secret: str) -> str:

@@ -1,7 +1,8 @@
 """Cases from DICOM: each image series paired with the one SEG or RTSTRUCT drawn on it.
 
 Masks name their series by Series Instance UID, so pairing needs no file names; a case is named
-``<PatientID>_s<SeriesNumber>`` (with a short hash of the series UID when that is ambiguous).
+by a pseudonym made from its study and series UIDs (``labels.pseudonym``), never by anything
+that identifies the patient, since case names go into URLs, file names and logs.
 Segments and ROIs become dataset-wide classes 1..K in order of first appearance, matched across
 cases by ``Segment.key`` / ``Roi.key``, so that class 2 means the same structure in every case.
 Image series that no mask references (localizers, other sequences of a study) are left out
@@ -10,14 +11,13 @@ with a note; what is left out and why is logged to ``segaudit.dicom`` and kept i
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from imaging.dicom import rtstruct, seg
+from imaging.dicom.labels import PSEUDONYM_DIGITS, pseudonym
 from imaging.dicom.series import Grouped, Series, group_planes
 from imaging.dicom.source import DicomObject, Scan, scan
 from imaging.errors import ErrorCode, InputError
@@ -84,24 +84,15 @@ def _kind(obj: DicomObject) -> str | None:
 
 
 def case_names(series: list[Series]) -> dict[str, str]:
-    """Series UID -> readable, stable case name; unique within the dataset."""
-
-    def clean(text: str) -> str:
-        return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "anon"
-
-    def digest(uid: str) -> str:
-        return hashlib.sha1(uid.encode()).hexdigest()[:8]
-
-    base = {
-        s.series_uid: f"{clean(s.patient_id)}_s{s.series_number}"
-        if s.series_number is not None
-        else f"{clean(s.patient_id)}_{digest(s.series_uid)}"
-        for s in series
-    }
-    counts = Counter(base.values())
-    return {
-        uid: name if counts[name] == 1 else f"{name}_{digest(uid)}" for uid, name in base.items()
-    }
+    """Series UID -> pseudonymous, stable case name; unique within ``series``. A name that two
+    series would share (one chance in 2^64 per pair) is lengthened for both to 128 bits a UID.
+    """
+    names = {s.series_uid: pseudonym(s.study_uid, s.series_uid) for s in series}
+    counts = Counter(names.values())
+    for s in series:
+        if counts[names[s.series_uid]] > 1:
+            names[s.series_uid] = pseudonym(s.study_uid, s.series_uid, digits=4 * PSEUDONYM_DIGITS)
+    return names
 
 
 def _units(obj: DicomObject, fmt: str) -> list[seg.Segment | rtstruct.Roi]:

@@ -60,7 +60,6 @@ class Series:
     study_uid: str
     series_uid: str
     frame_of_reference_uid: str
-    patient_id: str
     series_number: int | None
     description: str
     modality: str
@@ -386,7 +385,6 @@ def _series(uid: str, planes: list[Plane], headers: dict[str, Dataset]) -> Serie
         study_uid=str(first.get("StudyInstanceUID", "")),
         series_uid=uid,
         frame_of_reference_uid=str(first.get("FrameOfReferenceUID", "")),
-        patient_id=str(first.get("PatientID", "") or ""),
         series_number=int(number) if number not in (None, "") else None,
         description=description,
         modality=str(first.get("Modality", "") or ""),

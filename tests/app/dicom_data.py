@@ -18,7 +18,7 @@ from tests.imaging.dicom.builders import BuiltCase, pacs_export
 
 
 def case_name(case: BuiltCase) -> str:
-    return f"{case.patient_id}_s{case.series_number}"
+    return case.name
 
 
 def export_zip(tmp_path: Path, cases: list[BuiltCase]) -> bytes:
@@ -77,3 +77,32 @@ def assert_unchanged(api: Api, before: tuple[int, int, int, frozenset[str]]) -> 
     assert snapshot(api) == before
     tmp = api.store.tmp
     assert not tmp.exists() or not any(tmp.iterdir()), list(tmp.iterdir())
+
+
+# Distinctive patient identifiers, one patient per volume of ``slab_cases``: a test greps every
+# log and error body for them (and for the birth dates written as ISO dates).
+PATIENTS = {
+    "BRAIN1": ("PHI12345", "Zyxwvut^Quorbl", "19311231"),
+    "BREAST1": ("PHI67890", "Ozymandias^Kestrel", "19440229"),
+}
+IDENTIFIERS = sorted(
+    {v for pid, name, born in PATIENTS.values() for v in (pid, born, *name.split("^"))}
+    | {f"{b[:4]}-{b[4:6]}-{b[6:]}" for _, _, b in PATIENTS.values()}
+)
+
+
+def with_patients(cases: list[BuiltCase]) -> list[BuiltCase]:
+    """``cases`` (changed in place) with ``PATIENTS``' identifiers in every image and mask, and
+    in the export's folder names, as a PACS names them.
+    """
+    for case in cases:
+        patient_id, name, born = PATIENTS[case.patient_id]
+        for ds in (*case.images, case.mask):
+            ds.PatientID, ds.PatientName, ds.PatientBirthDate = patient_id, name, born
+        case.patient_id = f"{name.replace('^', '_')}_{patient_id}"  # the export's folder
+    return cases
+
+
+def leaks(text: str) -> list[str]:
+    """The identifiers of ``PATIENTS`` found in ``text``, in any case."""
+    return [value for value in IDENTIFIERS if value.lower() in text.lower()]

@@ -96,7 +96,7 @@ def _resolved_export(api, built, tmp_path: Path):
 
 def test_a_resolved_dicom_set_reads_back_on_its_series(api, _built, tmp_path):
     archive, folder, want, audit_id = _resolved_export(api, _built, tmp_path)
-    series = {f"{c.patient_id}_s{c.series_number}": c for c in _built}
+    series = {c.name: c for c in _built}
     for path in sorted(folder.iterdir()):
         seg = hd.seg.segread(path)
         case = series[path.name.removesuffix(".dcm")]

@@ -70,6 +70,7 @@ def get_dataset(dataset: DatasetDep, session: SessionDep) -> DatasetOut:
 )
 async def upload_images(
     dataset: AnnotatorDatasetDep,
+    principal: Annotator,
     request: Request,
     session: SessionDep,
     store: StoreDep,
@@ -77,8 +78,9 @@ async def upload_images(
 ) -> CasesAdded:
     """Add images as files or one zip (folders in it are flattened): each becomes a case named
     after its file. DICOM: a PACS export (files or zips, nested any way, with or without a
-    DICOMDIR), where each image series becomes a case named `<PatientID>_s<SeriesNumber>`,
-    and what is not an image is left out with a note. Every image is read and checked first;
+    DICOMDIR), where each image series becomes a case named by a pseudonym of its study and
+    series UIDs (its patient labels shown to reviewers and admins only), and what is not an
+    image is left out with a note. Every image is read and checked first;
     one bad file refuses the upload and nothing is kept.
     """
     notes: list[str] = []
@@ -90,14 +92,21 @@ async def upload_images(
             )
         else:
             cases = await run_in_threadpool(datasets.add_images, session, store, dataset, received)
-    return CasesAdded(count=len(cases), cases=[CaseOut.of(c) for c in cases], notes=notes)
+    labels = principal.sees_patient_labels
+    return CasesAdded(
+        count=len(cases), cases=[CaseOut.of(c, labels=labels) for c in cases], notes=notes
+    )
 
 
 @router.get("/{dataset_id}/cases", responses=errors_of(404))
 def list_cases(
-    dataset: DatasetDep, session: SessionDep, limit: Limit = 50, offset: Offset = 0
+    dataset: DatasetDep,
+    principal: Viewer,
+    session: SessionDep,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> Page[CaseOut]:
-    """List the dataset's cases by name."""
+    """List the dataset's cases by name; a DICOM case's patient labels for reviewers and admins."""
     page = datasets.list_cases(session, dataset, limit=limit, offset=offset)
-    items = [CaseOut.of(c) for c in page.items]
+    items = [CaseOut.of(c, labels=principal.sees_patient_labels) for c in page.items]
     return Page(items=items, total=page.total, limit=limit, offset=offset)

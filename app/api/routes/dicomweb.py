@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.deps import AnnotatorDatasetDep, ReviewerAuditDep, SessionDep, SettingsDep, StoreDep
+from app.api.deps import (
+    Annotator,
+    AnnotatorDatasetDep,
+    ReviewerAuditDep,
+    SessionDep,
+    SettingsDep,
+    StoreDep,
+)
 from app.api.docs import errors_of
 from app.schemas import CaseOut, CasesAdded, DicomwebPull, DicomwebPush, DicomwebPushed
 from app.services import dicomweb
@@ -25,6 +32,7 @@ def _server(body: DicomwebPull | DicomwebPush) -> Server:
 )
 def pull(
     dataset: AnnotatorDatasetDep,
+    principal: Annotator,
     body: DicomwebPull,
     session: SessionDep,
     store: StoreDep,
@@ -45,7 +53,10 @@ def pull(
             series_uids=body.series_uids,
             folder=folder,
         )
-    return CasesAdded(count=len(cases), cases=[CaseOut.of(c) for c in cases], notes=notes)
+    labels = principal.sees_patient_labels
+    return CasesAdded(
+        count=len(cases), cases=[CaseOut.of(c, labels=labels) for c in cases], notes=notes
+    )
 
 
 @router.post("/v1/audits/{audit_id}/dicomweb/push", responses=errors_of(404, 409, 422, 502))

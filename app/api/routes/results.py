@@ -102,8 +102,12 @@ def list_results(
 
 
 @router.get("/v1/audits/{audit_id}/cases/{case}", responses=errors_of(404))
-def get_result(audit: AuditDep, case: CaseName, session: SessionDep) -> ResultDetail:
-    """One case's figures (`case` is its name), links to its masks, and its reviews."""
+def get_result(
+    audit: AuditDep, case: CaseName, session: SessionDep, principal: Viewer
+) -> ResultDetail:
+    """One case's figures (`case` is its name), links to its masks, and its reviews; a DICOM
+    case's patient labels for reviewers and admins.
+    """
     result = results.get_result(session, audit, case)
     base = f"/v1/audits/{audit.id}/cases/{case}"
     files = {
@@ -117,6 +121,7 @@ def get_result(audit: AuditDep, case: CaseName, session: SessionDep) -> ResultDe
         files=files,
         reviews=[ReviewOut.of(r) for r in reviews.list_reviews(session, result)],
         corrections=[CorrectionOut.of(c) for c in reviews.list_corrections(session, result)],
+        patient_labels=result.case.dicom_labels if principal.sees_patient_labels else None,
     )
 
 

@@ -32,6 +32,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from imaging.dicom.labels import pseudonym
 from imaging.dicom.series import Series, group_planes
 from imaging.dicom.source import DicomObject
 from tests.conftest import MR
@@ -217,6 +218,12 @@ class BuiltCase:
     mask: Dataset
     labels: np.ndarray  # (X, Y, Z) as given to the mask
     affine: np.ndarray
+
+    @property
+    def name(self) -> str:
+        """The case's pseudonymous name, from its study and series UIDs."""
+        first = self.images[0]
+        return pseudonym(str(first.StudyInstanceUID), str(first.SeriesInstanceUID))
 
 
 def slab_cases(

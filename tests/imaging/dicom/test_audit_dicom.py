@@ -36,7 +36,7 @@ def segment_frames(ds: pydicom.Dataset) -> dict[tuple[str, int], np.ndarray]:
 
 def test_pacs_zip_is_audited_into_segs(seg_audit, _built):
     archive, out = seg_audit
-    names = {f"{c.patient_id}_s{c.series_number}" for c in _built}
+    names = {c.name for c in _built}
     rows = read_scores(out / layout.SCORES)
     assert {r["case"] for r in rows} == names
     for folder in (layout.CLEANSED, layout.PSEUDO):
@@ -50,7 +50,7 @@ def test_cleansed_segs_are_valid_and_on_the_same_frames(seg_audit, _built):
     flagged = {r["case"]: r["flagged"] == "1" for r in read_scores(out / layout.SCORES)}
     assert not all(flagged.values()), "some cases must keep their given mask to compare"
     for case in _built:
-        name = f"{case.patient_id}_s{case.series_number}"
+        name = case.name
         path = out / layout.CLEANSED / f"{name}.dcm"
         assert dciodvfy_errors(path) == [], name
         ds = pydicom.dcmread(path)
@@ -168,7 +168,7 @@ def test_seg_on_a_different_grid(tmp_path, built, capsys):
         folder,
         tmp_path / "out",
         ErrorCode.GEOMETRY_MISMATCH,
-        "case 'BREAST1_s3'",
+        f"case '{case.name}'",
         "SEG seg_07.dcm",
         "2.12 mm from the nearest slice of series 3",
     )

@@ -45,7 +45,7 @@ def test_cleansed_seg_is_valid_and_exactly_the_mask(tmp_path, built, index):
     other = built[2]  # another case's SEG describes a second class, "Tissue"
     other.mask = seg_for(other.images, other.labels * 2, other.affine, kinds=(TUMOUR, TISSUE))
     case = built[index]
-    pair = pairs_by_name(tmp_path, [other, case])[f"{case.patient_id}_s{case.series_number}"]
+    pair = pairs_by_name(tmp_path, [other, case])[case.name]
     given = pair.read_mask()
     assert given.geometry.fmt == DICOM_SEG
     cleansed = given.array.copy()

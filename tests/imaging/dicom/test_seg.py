@@ -43,12 +43,12 @@ def by_name(pairs):
 def test_every_seg_reads_back_as_drawn(tmp_path, built):
     pairs, notes = pairs_of(tmp_path, built)
     found = by_name(pairs)
-    assert sorted(found) == [f"BRAIN1_s{n}" for n in range(1, 6)] + [
-        f"BREAST1_s{n}" for n in range(1, 5)
-    ]
+    assert sorted(found) == sorted(c.name for c in built)
+    assert [p.case_id for p in pairs] == sorted(found)
+    assert not any("BRAIN" in name or "BREAST" in name for name in found)
     assert notes == []
     for case in built:
-        pair = found[f"{case.patient_id}_s{case.series_number}"]
+        pair = found[case.name]
         mask, image = pair.read_mask(), pair.read_image()
         assert mask.array.dtype == np.uint8 and image.array.shape == (1, *mask.array.shape)
         assert np.allclose(mask.geometry.affine, image.geometry.affine)
@@ -74,10 +74,16 @@ def test_segments_become_the_same_classes_in_every_case(tmp_path, built):
     )  # tissue = 1, tumour = 2
     second.mask = seg_for(second.images, swapped, second.affine, kinds=(TISSUE, TUMOUR))
     found = by_name(pairs_of(tmp_path, [first, second])[0])
-    a, b = found["BRAIN1_s3"], found["BRAIN1_s4"]
-    assert a.mask.classes == {1: 1, 2: 2} and b.mask.classes == {1: 2, 2: 1}
-    world_equal(a.read_mask().array, a.series.affine, first.labels, first.affine)
-    world_equal(b.read_mask().array, b.series.affine, _two_class(second.labels), second.affine)
+    a, b = found[first.name], found[second.name]
+    # Classes follow the first case in name order; the other's segments map onto them.
+    expected_a, expected_b = first.labels, _two_class(second.labels)
+    if first.name < second.name:
+        assert a.mask.classes == {1: 1, 2: 2} and b.mask.classes == {1: 2, 2: 1}
+    else:  # the second case came first: tissue is class 1
+        assert b.mask.classes == {1: 1, 2: 2} and a.mask.classes == {1: 2, 2: 1}
+        expected_a, expected_b = np.choose(first.labels, [0, 2, 1]), swapped
+    world_equal(a.read_mask().array, a.series.affine, expected_a, first.affine)
+    world_equal(b.read_mask().array, b.series.affine, expected_b, second.affine)
 
 
 @pytest.mark.parametrize("kind", ["FRACTIONAL", "LABELMAP"])
@@ -115,7 +121,7 @@ def test_overlapping_segments_are_refused(tmp_path, built):
     with pytest.raises(InputError) as info:
         pair.read_mask()
     err = info.value
-    assert err.code == ErrorCode.SEGMENTS_OVERLAP and err.case == "BRAIN1_s4"
+    assert err.code == ErrorCode.SEGMENTS_OVERLAP and err.case == case.name
     assert "segments 1 'Tumour' and 2 'Tissue'" in str(err) and "overlap in" in str(err)
 
 
@@ -155,7 +161,7 @@ def test_a_seg_off_the_series_grid(tmp_path, built):
     err = _expect(
         tmp_path, [case], ErrorCode.GEOMETRY_MISMATCH, "frame 1 of SEG mask_00.dcm", read=True
     )
-    assert "2.00 mm from the nearest slice of series 4" in str(err) and err.case == "BRAIN1_s4"
+    assert "2.00 mm from the nearest slice of series 4" in str(err) and err.case == case.name
     case = built[4]
     measures = case.mask.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
     measures.PixelSpacing = [0.9, 0.9]
@@ -178,7 +184,7 @@ def test_series_without_a_mask_are_left_out_with_a_note(tmp_path, built, caplog)
     (masks / "mask_01.dcm").unlink()
     with caplog.at_level(logging.WARNING, logger="segaudit.dicom"):
         pairs, notes = find_pairs(images, masks)
-    assert [p.case_id for p in pairs] == ["BRAIN1_s1", "BRAIN1_s3"]
+    assert [p.case_id for p in pairs] == sorted([built[0].name, built[2].name])
     uid = built[1].images[0].SeriesInstanceUID
     assert notes == [f"left out 1 image series that no mask references: series 2 'T1 AX' ({uid})"]
     assert "left out 1 image series" in caplog.text
@@ -220,7 +226,7 @@ def test_an_irregular_series_that_no_mask_references_is_only_noted(tmp_path, bui
     shutil.copytree(root / "98892003", images / "other" / "98892003")
     shutil.copy(root / "DICOMDIR", images / "other" / "DICOMDIR")
     pairs, notes = find_pairs(images, masks)
-    assert [p.case_id for p in pairs] == ["BRAIN1_s3", "BRAIN1_s4"]
+    assert [p.case_id for p in pairs] == sorted([built[2].name, built[3].name])
     assert any(n.startswith("left out 7 image series that no mask references") for n in notes)
     assert any("1 DICOMDIR index" in n for n in notes)
 

@@ -55,7 +55,7 @@ def test_series_lies_where_the_volume_lies(tmp_path):
     assert normal @ series.affine[:3, 2] > 0, "slices run along the normal"
     world_equal(volume, series.affine, image.astype(np.float32), affine)
     assert np.array_equal(volume, image[:, :, ::-1]), "brain1's slices come out reversed"
-    assert series.series_number == 3 and series.patient_id == "P1"
+    assert series.series_number == 3 and series.study_uid == study.study_uid
 
 
 def test_rescale_slope_and_intercept_are_applied(tmp_path):

@@ -25,7 +25,7 @@ def test_push_a_study_and_pull_it_back(orthanc, _built, tmp_path, capsys):
     assert not [p for p in dest.iterdir() if p.name.startswith(".")], "no staging left behind"
     pulled = {p.case_id: p for p in find_pairs(dest, dest)[0]}
     local = {p.case_id: p for p in find_pairs(images, masks)[0]}
-    assert pulled.keys() == local.keys() == {f"BREAST1_s{n}" for n in range(1, 5)}
+    assert pulled.keys() == local.keys() == {c.name for c in cases}
     for name, pair in pulled.items():
         assert np.array_equal(pair.read_image().array, local[name].read_image().array)
         assert np.array_equal(pair.read_mask().array, local[name].read_mask().array)
@@ -38,12 +38,12 @@ def test_cleansed_segs_of_an_audit_go_back_to_the_pacs(orthanc, seg_audit, _buil
     brain = [c for c in _built if c.patient_id == "BRAIN1"]  # the other test has BREAST1
     client = web.connect(orthanc)
     web.push(client, write_cases(brain, tmp_path / "images", tmp_path / "masks"))
-    cleansed_brain = [str(p) for p in sorted((out / "cleansed").glob("BRAIN1_*.dcm"))]
+    cleansed_brain = [str(out / "cleansed" / f"{c.name}.dcm") for c in brain]
     assert len(cleansed_brain) == len(brain)
     assert segaudit(["pacs", "push", "--url", orthanc, *cleansed_brain]) == 0
     case = brain[3]
     study = case.images[0].StudyInstanceUID
-    cleansed = pydicom.dcmread(out / "cleansed" / f"{case.patient_id}_s{case.series_number}.dcm")
+    cleansed = pydicom.dcmread(out / "cleansed" / f"{case.name}.dcm")
     assert cleansed.SeriesInstanceUID in web.series_of(client, study)
     dest = tmp_path / "back"
     series = [case.images[0].SeriesInstanceUID, cleansed.SeriesInstanceUID]
