@@ -185,7 +185,10 @@ class _Attempt:
             return _fail(self.sessions, self.store, self.audit_id, exc.code, exc.detail)
         except TRANSIENT as exc:
             self._release(f"the database was unreachable ({type(exc).__name__}); retrying")
-            raise Transient(f"audit {self.audit_id}: {exc}") from exc
+            reason = getattr(exc, "orig", None) or exc  # the driver's words, without the SQL
+            raise Transient(
+                f"audit {self.audit_id}: the database was unreachable ({reason})"
+            ) from exc
         except Exception as exc:  # a bug or a resource error: fail with what it said
             log.exception("audit %s: failed", self.audit_id)
             message = f"the worker failed: {type(exc).__name__}: {exc}"
