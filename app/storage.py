@@ -94,6 +94,12 @@ class Store:
     def path(self, sha256: str) -> Path:
         return self.blobs / sha256[:2] / sha256
 
+    def is_full(self) -> bool:
+        """Whether less than one ``CHUNK`` is free on the store's file system: what an error
+        without an errno (numpy's short write) means when it is met there.
+        """
+        return shutil.disk_usage(self.root).free < CHUNK
+
     def has(self, sha256: str) -> bool:
         return self.path(sha256).is_file()
 

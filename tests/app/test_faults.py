@@ -28,19 +28,7 @@ from app.db.tables import Case, StoredFile
 from app.main import create_app
 from app.services import keys
 from tests.app.conftest import Api, load_dataset, make_settings, unavailable
-from tests.throwaway import Postgres, SmallDisk, mount_tmpfs, unmount
-
-MB = 1024 * 1024
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
-    try:
-        disk = mount_tmpfs(tmp_path / "disk", 16 * MB)
-    except (OSError, subprocess.SubprocessError) as exc:
-        unavailable("a tmpfs mount (root, or the right to mount)", exc)
-    yield disk
-    unmount(disk)
+from tests.throwaway import Postgres, small_disk  # noqa: F401  (a fixture)
 
 
 def _kept(api: Api, dataset_id: int) -> tuple[int, int, list[str], list[Path]]:
@@ -71,7 +59,9 @@ def _refused_for_space(response: httpx.Response, api: Api, names: list[str]) -> 
 
 
 def test_a_full_disk_while_an_upload_is_staged_keeps_nothing_and_a_retry_succeeds(
-    api_factory, hc18, small_disk
+    api_factory,
+    hc18,
+    small_disk,  # noqa: F811
 ):
     api = api_factory(storage_dir=small_disk.path)
     images, _ = hc18
@@ -92,7 +82,9 @@ def test_a_full_disk_while_an_upload_is_staged_keeps_nothing_and_a_retry_succeed
 
 
 def test_a_full_disk_during_the_publish_keeps_nothing_and_a_retry_succeeds(
-    api_factory, hc18, small_disk
+    api_factory,
+    hc18,
+    small_disk,  # noqa: F811
 ):
     """The files are all staged, then the disk fills as they are moved into the store: the
     blobs published before the failure are removed again, and no row stays.

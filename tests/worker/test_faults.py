@@ -18,9 +18,9 @@ from sqlalchemy import func, select
 from app.db.tables import Audit, StoredFile
 from imaging import layout
 from tests.app.conftest import load_dataset, submit, unavailable
-from tests.throwaway import Postgres, Redis, free_port
+from tests.throwaway import Postgres, Redis, SmallDisk, free_port, small_disk  # noqa: F401
 from tests.worker.conftest import TINY, Service, wait_until
-from worker.pipeline import run_folder
+from worker.pipeline import Outcome, run_audit_job, run_folder
 
 
 @pytest.fixture
@@ -76,7 +76,7 @@ def test_an_audit_survives_a_postgresql_restart_mid_training(
     throwaway_pg.stop()  # open connections are cut, as in a restart or a failover
     down = service.api.get(f"/v1/audits/{audit_id}")
     assert down.status_code == 503 and down.json()["code"] == "database_unavailable"
-    worker.wait_for_log(f"audit {audit_id}: the database was unreachable", timeout=30)
+    worker.wait_for_log(f"audit {audit_id}: the database or the broker was unreachable", timeout=30)
     time.sleep(service.settings.heartbeat_timeout_s + 1)  # its heartbeat goes stale meanwhile
     throwaway_pg.start()
 
@@ -98,7 +98,8 @@ def test_a_worker_that_finds_postgresql_down_waits_and_runs_the_audit_once(
     audit_id = submit(service.api, load_dataset(service.api, *hc18_cases), **TINY)["id"]
     throwaway_pg.stop()
     worker = service.spawn("worker", "worker", "--loglevel=info")
-    worker.wait_for_log("the database is unreachable", timeout=90)  # at the claim: retried
+    # Its claim fails, and the task is retried a second, then 2, 4, ... seconds later.
+    worker.wait_for_log("the database or the broker was unreachable", timeout=90)
     throwaway_pg.start()
 
     audit = service.wait_status(audit_id, "succeeded", worker, timeout=150)
@@ -146,3 +147,37 @@ def test_redis_down_around_an_upload_refuses_only_the_submission_and_loses_nothi
     assert service.audit(failed_id).status == "failed"
     assert service.result_counts(failed_id) == (0, 0)
     assert f"re-sent [{failed_id}]" not in worker.text()
+
+
+def test_a_full_disk_fails_the_audit_with_storage_full_and_a_new_one_succeeds(
+    make_service,
+    hc18_cases,
+    small_disk: SmallDisk,  # noqa: F811
+    one_thread: None,
+):
+    """The worker (in this process) finds the storage full: its checkpoint cannot be written.
+    The audit fails with a code that says so, leaves no run folder, rows or blobs, and the
+    same audit submitted again once space is freed succeeds.
+    """
+    service = make_service(storage_dir=small_disk.path)
+    loaded = load_dataset(service.api, *hc18_cases)
+    store = service.api.store
+    job = {"sessions": service.api.sessions, "store": store, "settings": service.settings}
+    files_before, blobs_before = _file_rows(service), sorted(store.blob_paths())
+    audit_id = submit(service.api, loaded, **TINY)["id"]
+    small_disk.fill(leave=0)
+
+    assert run_audit_job(audit_id, **job, task_id="t-1") is Outcome.failed
+    audit = service.audit(audit_id)
+    assert audit.error_code == "storage_full"
+    assert "no space left" in audit.error_message and "try again" in audit.error_message
+    assert not run_folder(store, audit_id).exists()  # its partial checkpoint went with it
+    assert service.result_counts(audit_id) == (0, 0)
+    assert (_file_rows(service), sorted(store.blob_paths())) == (files_before, blobs_before)
+    response = service.api.get(f"/v1/audits/{audit_id}")
+    assert response.json()["error"]["code"] == "storage_full"
+
+    small_disk.free()
+    again = submit(service.api, loaded, **TINY)["id"]
+    assert run_audit_job(again, **job, task_id="t-2") is Outcome.succeeded
+    assert service.result_counts(again) == (8, 8)
