@@ -27,6 +27,8 @@ from app.db.session import make_engine
 from app.db.tables import Case, StoredFile
 from app.main import create_app
 from app.services import keys
+from app.services.sweep import collect_orphans
+from app.storage import Store, Written
 from tests.app.conftest import Api, load_dataset, make_settings, unavailable
 from tests.throwaway import Postgres, small_disk  # noqa: F401  (a fixture)
 
@@ -199,3 +201,44 @@ def _sha(path: Path) -> str:
     import hashlib
 
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_database_restart_during_a_publish_keeps_no_rows_and_gc_takes_the_blobs(
+    pg_api, hc18, monkeypatch
+):
+    """The database goes while an upload's files are being published: 503, no row; the blobs
+    it had published stay (the database could not say whether another row names them) until
+    ``segaudit storage gc`` collects them, and the upload sent again succeeds.
+    """
+    api, server = pg_api
+    images, _ = hc18
+    dataset_id = _new_dataset(api)
+    store = api.store
+    real_publish = Store.publish
+    published: list[str] = []
+
+    def publish(self: Store, written: Written) -> bool:
+        created = real_publish(self, written)
+        published.append(written.sha256)
+        if len(published) == 3:
+            server.stop()  # the next statement (the commit) finds the database gone
+        return created
+
+    monkeypatch.setattr(Store, "publish", publish)
+    refused = api.upload(f"/v1/datasets/{dataset_id}/images", images)
+    monkeypatch.setattr(Store, "publish", real_publish)
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["code"] == "database_unavailable"
+
+    server.start()
+    assert _kept(api, dataset_id)[:2] == (0, 0)  # no rows
+    assert sorted(p.name for p in store.blob_paths()) == sorted(published)
+    with api.sessions() as session:
+        collected = collect_orphans(session, store, 0)
+    assert sorted(o.path.name for o in collected) == sorted(published)
+    assert _kept(api, dataset_id) == (0, 0, [], [])
+
+    retried = api.upload(f"/v1/datasets/{dataset_id}/images", images)
+    assert retried.status_code == 201, retried.text
+    cases, files, blobs, staging = _kept(api, dataset_id)
+    assert (cases, files, len(blobs), staging) == (9, 9, 9, [])
