@@ -1,10 +1,11 @@
 """Faults of the API's own resources: the storage's disk full while an upload is staged or
 published, and the database restarted under a running API.
 
-The disk is a real tmpfs of a few MB mounted for the test (``tests.throwaway``); without the
-right to mount, those tests fail under ``CI`` and are skipped elsewhere, and
+The disk is a real tmpfs of 64 MB mounted for the test (``tests.throwaway``); without the
+right to mount, those tests are skipped with the reason, and
 ``test_a_full_disk_met_by_the_publish_itself_keeps_nothing`` injects ``ENOSPC`` into the
-publish's rename instead, so the same outcome is checked on every machine.
+publish's rename instead, so the same outcome is checked on every machine. The database is a
+PostgreSQL cluster of the test's own, stopped and started under the API.
 """
 
 from __future__ import annotations
