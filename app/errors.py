@@ -51,6 +51,12 @@ class Unavailable(ServiceError):
     status = 503
 
 
+class InsufficientStorage(ServiceError):
+    """The storage folder has no space left (HTTP 507); nothing of the request was kept."""
+
+    status = 507
+
+
 class BadGateway(ServiceError):
     """A server this service called on its caller's behalf (a PACS) failed."""
 

@@ -12,10 +12,16 @@ than ``SWEEP_EVERY_S`` old. The age is what keeps a sweep off the live folders o
 requests and of other processes (several API processes, workers); 0 sweeps everything and is
 only for a store nothing else uses (tests). Blobs that no ``files`` row names are collected by
 ``app.services.sweep`` (``segaudit storage gc``, and at start-up).
+
+A full disk (``ENOSPC``, or a quota's ``EDQUOT``) while a file is staged or published raises
+``InsufficientStorage`` (``storage_full``, HTTP 507): the staging folder goes with its request
+and ``app.services.files.publishing`` removes the blobs its unit of work created, so nothing
+half-written stays, and the same request succeeds once space is freed.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -28,8 +34,38 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from app.errors import InsufficientStorage
+from imaging.errors import ErrorCode
+
 CHUNK = 1024 * 1024
 SWEEP_EVERY_S = 600.0  # new_folder sweeps stale staging at most this often
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_no_space(exc: BaseException) -> bool:
+    """Whether ``exc`` says a file system (or a quota) is full."""
+    return isinstance(exc, OSError) and exc.errno in NO_SPACE
+
+
+def storage_full(what: str, *, file: str | None = None) -> InsufficientStorage:
+    """The one refusal for a full storage folder, naming what could not be written."""
+    return InsufficientStorage(
+        ErrorCode.STORAGE_FULL,
+        f"the storage has no space left to write {what}; nothing of it was kept. Free space "
+        "in the storage folder (or enlarge its volume), then try again",
+        file=file,
+    )
+
+
+@contextmanager
+def _space_for(what: str) -> Iterator[None]:
+    """Turn a full disk met inside the block into ``storage_full(what)``."""
+    try:
+        yield
+    except OSError as exc:
+        if is_no_space(exc):
+            raise storage_full(what) from exc
+        raise
 
 
 @dataclass(frozen=True)
@@ -58,6 +94,12 @@ class Store:
     def path(self, sha256: str) -> Path:
         return self.blobs / sha256[:2] / sha256
 
+    def is_full(self) -> bool:
+        """Whether less than one ``CHUNK`` is free on the store's file system: what an error
+        without an errno (numpy's short write) means when it is met there.
+        """
+        return shutil.disk_usage(self.root).free < CHUNK
+
     def has(self, sha256: str) -> bool:
         return self.path(sha256).is_file()
 
@@ -65,7 +107,8 @@ class Store:
         """A new private folder under ``tmp``; the caller removes it."""
         self._maybe_sweep()
         folder = self.tmp / uuid.uuid4().hex
-        folder.mkdir(parents=True)
+        with _space_for("a staging folder"):
+            folder.mkdir(parents=True)
         return folder
 
     @contextmanager
@@ -134,8 +177,9 @@ class Store:
         else:
             written.path.unlink(missing_ok=True)
             return False
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(written.path, target)
+        with _space_for(written.path.name):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(written.path, target)
         os.utime(target)
         return True
 
@@ -162,12 +206,13 @@ class LimitExceeded(Exception):
 def copy_stream(stream: IO[bytes], dest: Path, *, limit: int | None = None) -> Written:
     """Copy ``stream`` to ``dest`` in chunks while hashing it; never holds the whole file.
 
-    Raises ``LimitExceeded`` (leaving a partial ``dest`` for the caller's staging folder to
-    remove) as soon as more than ``limit`` bytes arrive.
+    Raises ``LimitExceeded`` as soon as more than ``limit`` bytes arrive, and
+    ``InsufficientStorage`` when the disk is full; either way a partial ``dest`` is left for
+    the caller's staging folder to remove.
     """
     digest = hashlib.sha256()
     size = 0
-    with dest.open("xb") as out:
+    with _space_for(dest.name), dest.open("xb") as out:
         while chunk := stream.read(CHUNK):
             size += len(chunk)
             if limit is not None and size > limit:

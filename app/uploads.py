@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, BinaryIO
 
-from app.errors import Invalid, TooLarge
+from app.errors import InsufficientStorage, Invalid, TooLarge
 from app.settings import Settings
-from app.storage import LimitExceeded, Written, copy_stream
+from app.storage import LimitExceeded, Written, copy_stream, storage_full
 from imaging.checks import check_image_size
 from imaging.errors import ErrorCode, InputError
 from imaging.formats import FORMATS, format_of, header_shape, split_name
@@ -170,7 +170,10 @@ class Receiver:
         """Receive the upload's part number ``index``: one file, or the files of a zip."""
         name = safe_name(raw_name or "")
         if self._is_zip(name, stream):  # the zip itself is not counted, only what it holds
-            archive = copy_stream(stream, self.root.parent / f"upload-{index}.zip")
+            try:
+                archive = copy_stream(stream, self.root.parent / f"upload-{index}.zip")
+            except InsufficientStorage:
+                raise storage_full(name, file=name) from None
             received = self._unpack(archive.path, name, depth=1)
             archive.path.unlink()
             return received
@@ -214,6 +217,8 @@ class Receiver:
             if expands is not None and expands < left:
                 raise self.budget.bomb(shown, f"unpacks to more than {expands} bytes") from None
             raise self.budget.too_large(shown) from None
+        except InsufficientStorage:  # named as the client knows it
+            raise storage_full(shown, file=shown) from None
         self.budget.bytes += written.size
         if not self.by_content or depth == 0:  # a part was told a zip or not already
             return [Received(written, shown)]

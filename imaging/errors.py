@@ -72,6 +72,8 @@ class ErrorCode(StrEnum):
     FORBIDDEN = "forbidden"
     # The service: its own state.
     BROKER_UNAVAILABLE = "broker_unavailable"
+    DATABASE_UNAVAILABLE = "database_unavailable"  # unreachable for now (a restart): retry
+    STORAGE_FULL = "storage_full"  # no space left in the storage folder: nothing was kept
     NOT_READY = "not_ready"
     INTERNAL = "internal_error"
     # The workers.

@@ -6,6 +6,7 @@ the last complete epoch behind and never a torn file. Loaded with ``weights_only
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -65,8 +66,18 @@ def save_checkpoint(
         "fold": None if fold is None else [int(f) for f in fold],
         "fold_states": [_state_payload(s, d) for s, d in zip(states[1:], datas[1:], strict=True)],
     }
+    # Serialised in memory first and written with Python's own I/O: a full disk then raises
+    # OSError(ENOSPC), which the worker reports as such (torch's writer says only "unexpected
+    # pos"), and a partial file is removed, never left beside the last good checkpoint.
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(payload, tmp)
+    try:
+        with tmp.open("wb") as f:
+            f.write(buffer.getbuffer())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 

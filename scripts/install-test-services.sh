@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Debian packages that the tests use: dicom3tools (dciodvfy, the DICOM validator), Orthanc with
-# its DICOMweb plugin (a real PACS on loopback) and docker-compose (checks the compose file where
-# no Docker daemon runs). Idempotent: it does nothing when they are installed. Where they cannot
+# its DICOMweb plugin (a real PACS on loopback), docker-compose (checks the compose file where
+# no Docker daemon runs), and PostgreSQL's and Redis's servers (throwaway ones, for the faults). Idempotent: it does nothing when they are installed. Where they cannot
 # be installed (no apt-get, no root or sudo) it says so; the tests that need them then skip,
 # except under CI (CI set), where this script fails instead.
 set -euo pipefail
@@ -12,6 +12,10 @@ command -v Orthanc >/dev/null 2>&1 || need+=(orthanc)
 [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need+=(orthanc-dicomweb)
 # docker-compose validates docker-compose.yml (tests/test_compose.py) where no Docker daemon runs.
 command -v docker-compose >/dev/null 2>&1 || command -v docker >/dev/null 2>&1 || need+=(docker-compose)
+# The fault tests start throwaway servers of their own (tests/throwaway.py): initdb and pg_ctl,
+# and redis-server (the shared PostgreSQL and Redis on 5432 and 6379 may run elsewhere).
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 cannot() {

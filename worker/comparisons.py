@@ -30,7 +30,7 @@ from imaging.write import write_array
 from models.agreement import Counts, PairScore, agreement_summary, summarise
 from worker.pipeline import Outcome
 from worker.progress import Throttle
-from worker.transient import TRANSIENT, Transient
+from worker.transient import TRANSIENT, unreachable
 
 if TYPE_CHECKING:
     from imaging.geometry import Loaded
@@ -68,7 +68,7 @@ def run_comparison_job(
             )
             attempts = None if claimed is None else claimed.attempts
     except TRANSIENT as exc:
-        raise Transient(f"comparison {comparison_id}: the database is unreachable: {exc}") from exc
+        raise unreachable(exc) from exc
     if attempts is None:
         log.info("comparison %s: not claimed (finished or running)", comparison_id)
         return Outcome.skipped
@@ -107,7 +107,7 @@ def run_comparison_job(
         return _fail(sessions, comparison_id, exc.code, exc.detail)
     except TRANSIENT as exc:
         _release(sessions, comparison_id, task_id, type(exc).__name__)
-        raise Transient(f"comparison {comparison_id}: {exc}") from exc
+        raise unreachable(exc) from exc
     except Exception as exc:  # a bug or a resource error: fail with what it said
         log.exception("comparison %s: failed", comparison_id)
         message = f"the worker failed: {type(exc).__name__}: {exc}"

@@ -31,12 +31,12 @@ from app.db.enums import AuditStatus
 from app.db.tables import Audit
 from app.services import lifecycle
 from app.settings import Settings
-from app.storage import Store
+from app.storage import Store, is_no_space, storage_full
 from imaging import layout
 from imaging.errors import ErrorCode, SegauditError
 from models.config import AuditConfig
 from worker.progress import Eta, Throttle, percent_done
-from worker.transient import TRANSIENT, Transient
+from worker.transient import TRANSIENT, unreachable
 from worker.watch import Watch
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def run_audit_job(
                 return Outcome.skipped
             attempts, parameters = audit.attempts, audit.parameters
     except TRANSIENT as exc:
-        raise Transient(f"audit {audit_id}: the database is unreachable: {exc}") from exc
+        raise unreachable(exc) from exc
     log.info("audit %s: claimed (attempt %s)", audit_id, attempts)
     if attempts > settings.max_attempts:
         message = (
@@ -185,8 +185,12 @@ class _Attempt:
             return _fail(self.sessions, self.store, self.audit_id, exc.code, exc.detail)
         except TRANSIENT as exc:
             self._release(f"the database was unreachable ({type(exc).__name__}); retrying")
-            raise Transient(f"audit {self.audit_id}: {exc}") from exc
+            raise unreachable(exc) from exc
         except Exception as exc:  # a bug or a resource error: fail with what it said
+            if is_no_space(exc) or (isinstance(exc, OSError) and self.store.is_full()):
+                # The engine's own writes (checkpoint, scores, masks) found the storage full.
+                full = storage_full("the audit's checkpoint and outputs")
+                return _fail(self.sessions, self.store, self.audit_id, full.code, full.detail)
             log.exception("audit %s: failed", self.audit_id)
             message = f"the worker failed: {type(exc).__name__}: {exc}"
             return _fail(self.sessions, self.store, self.audit_id, ErrorCode.WORKER_ERROR, message)

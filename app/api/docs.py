@@ -17,7 +17,8 @@ _WHY = {
     413: "the upload is over a size or file-count limit",
     422: "the request or an uploaded file is refused; the body names it and why",
     502: "the PACS (DICOMweb server) failed or refused the request; the body says how",
-    503: "the task queue is unreachable",
+    503: "the database or the task queue is unreachable for now; send the request again later",
+    507: "the storage has no space left; nothing was kept (code storage_full)",
 }
 
 
@@ -56,6 +57,7 @@ UPLOAD_BODY: dict[str, Any] = {
 _ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
 _NOT_JSON = "the body is not JSON text in UTF-8 (code bad_request)"
 _INVALID = "a parameter or the body does not fit the schema; the body names which and why"
+_NO_DATABASE = "the database is unreachable for now (code database_unavailable); retry later"
 
 
 def truthful_openapi(app: FastAPI) -> dict[str, Any]:
@@ -72,7 +74,7 @@ def truthful_openapi(app: FastAPI) -> dict[str, Any]:
 
 
 def _document_errors(spec: dict[str, Any]) -> None:
-    for item in spec.get("paths", {}).values():
+    for path, item in spec.get("paths", {}).items():
         for operation in item.values():
             responses = operation.setdefault("responses", {})
             body = operation.get("requestBody", {}).get("content", {})
@@ -81,6 +83,8 @@ def _document_errors(spec: dict[str, Any]) -> None:
                 responses["422"] = {"description": why, "content": _ERROR}
             if "application/json" in body:
                 responses.setdefault("400", {"description": _NOT_JSON, "content": _ERROR})
+            if path.startswith("/v1/"):  # every such operation reads the database
+                responses.setdefault("503", {"description": _NO_DATABASE, "content": _ERROR})
             for status, response in responses.items():
                 if status[0] in "45" and "content" not in response:
                     response["content"] = _ERROR

@@ -1,5 +1,10 @@
 """Every error leaves as JSON ``{"code": ..., "detail": ...}``: refusals, validation errors,
 unknown routes and unexpected failures alike (those are logged, never shown).
+
+Two faults of the service's own are answered as what they are, not as a 500: the database
+unreachable (a restart, a failover: 503 ``database_unavailable`` with ``Retry-After``; the
+engine's ``pool_pre_ping`` reconnects on the next request) and a full disk outside the store's
+own writes (507 ``storage_full``, as ``app.storage`` answers inside them).
 """
 
 from __future__ import annotations
@@ -11,10 +16,12 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 
 from app.errors import ServiceError
 from app.schemas import ErrorOut
+from app.storage import is_no_space, storage_full
 from imaging.errors import ErrorCode
 
 log = logging.getLogger("segaudit.api")
@@ -101,6 +108,30 @@ async def on_validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(422, code or ErrorCode.INVALID_REQUEST, "; ".join(parts))
 
 
+DATABASE_RETRY_AFTER_S = 5
+
+
+async def on_database_error(request: Request, exc: Exception) -> JSONResponse:
+    reason = getattr(exc, "orig", None) or exc  # the driver's words, without the SQL
+    log.warning("database unreachable in %s %s: %s", request.method, request.url.path, reason)
+    response = error_response(
+        503,
+        ErrorCode.DATABASE_UNAVAILABLE,
+        "the database is unreachable for now (restarting, or its connection was lost); "
+        "nothing is half-written, and the request may be sent again in a few seconds",
+    )
+    response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
+    return response
+
+
+async def on_os_error(request: Request, exc: Exception) -> JSONResponse:
+    if not is_no_space(exc):
+        return await on_unexpected(request, exc)
+    log.warning("no space left in %s %s: %s", request.method, request.url.path, exc)
+    full = storage_full("this request's files")
+    return error_response(full.status, full.code, full.detail)
+
+
 async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error in %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(
@@ -112,4 +143,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, on_service_error)
     app.add_exception_handler(HTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    for unreachable in (OperationalError, InterfaceError):
+        app.add_exception_handler(unreachable, on_database_error)
+    app.add_exception_handler(OSError, on_os_error)
     app.add_exception_handler(Exception, on_unexpected)

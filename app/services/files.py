@@ -10,6 +10,7 @@ from typing import Protocol
 import pydicom
 from pydicom.errors import InvalidDicomError
 from sqlalchemy import exists, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app.db.tables import StoredFile
@@ -48,7 +49,9 @@ def publishing(session: Session, store: Store) -> Iterator[AddFile]:
     (``fmt`` defaults to ``file_format``); commits.
 
     On any error the transaction is rolled back and the blobs this block created are removed
-    again (unless another row, committed meanwhile, names the same content).
+    again (unless another row, committed meanwhile, names the same content). When the database
+    cannot say (it is the error: unreachable), they stay for ``segaudit storage gc``, and the
+    original error is raised.
     """
     created: list[str] = []
 
@@ -68,8 +71,20 @@ def publishing(session: Session, store: Store) -> Iterator[AddFile]:
         yield add
         session.commit()
     except BaseException:
-        session.rollback()
-        for sha in created:
-            if not session.scalar(select(exists().where(StoredFile.sha256 == sha))):
-                store.discard(sha)
+        _discard_unnamed(session, store, created)
         raise
+
+
+def _discard_unnamed(session: Session, store: Store, created: list[str]) -> None:
+    """Roll back, then remove the blobs in ``created`` that no committed row names."""
+    try:
+        session.rollback()
+        unnamed = [
+            sha
+            for sha in created
+            if not session.scalar(select(exists().where(StoredFile.sha256 == sha)))
+        ]
+    except SQLAlchemyError:  # the database is gone: its rows cannot say; gc will
+        return
+    for sha in unnamed:
+        store.discard(sha)

@@ -159,12 +159,13 @@ def make_service(
     """Build a service on a fresh PostgreSQL database with queues of its own; the broker is
     the test Redis unless ``broker_url`` says otherwise. Processes are stopped afterwards.
     """
-    made: list[tuple[Service, TestClient, str]] = []
+    made: list[tuple[Service, TestClient, str | None]] = []
 
     def build(**overrides: Any) -> Service:
         tag = uuid.uuid4().hex[:6]
-        name = f"segaudit_worker_{RUN}_{tag}"
-        url = pg_server.create(name)
+        # A database of the test's own (a throwaway server) is the caller's; else a new one.
+        name = None if "database_url" in overrides else f"segaudit_worker_{RUN}_{tag}"
+        url = overrides["database_url"] if name is None else pg_server.create(name)
         engine = make_engine(url)
         migrate.upgrade(engine)
         engine.dispose()
@@ -208,7 +209,8 @@ def make_service(
         for proc in service.procs:
             proc.kill()  # the test is over: no need to wait for a warm shutdown
         client.__exit__(None, None, None)
-        pg_server.drop(name)
+        if name is not None:
+            pg_server.drop(name)
         _forget_queues(service.settings)
 
 

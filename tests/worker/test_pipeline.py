@@ -81,5 +81,5 @@ def test_a_takeover_stops_the_first_worker_at_its_next_report(make_service, hc18
 def test_an_unreachable_database_is_transient(tmp_path):
     engine = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/none")  # nothing listens
     settings = Settings(data_dir=tmp_path)
-    with pytest.raises(Transient, match="the database is unreachable"):
+    with pytest.raises(Transient, match="the database or the broker was unreachable"):
         run_audit_job(1, sessions=make_sessions(engine), store=Store(tmp_path), settings=settings)

@@ -93,7 +93,7 @@ def get_annotation_set(aset: AnnotationSetDep, session: SessionDep) -> Annotatio
     "/{set_id}/masks",
     status_code=201,
     openapi_extra=UPLOAD_BODY,
-    responses=errors_of(404, 409, 413, 422),
+    responses=errors_of(404, 409, 413, 422, 507),
 )
 async def upload_masks(
     aset: AnnotatorAnnotationSetDep,

@@ -66,7 +66,7 @@ def get_dataset(dataset: DatasetDep, session: SessionDep) -> DatasetOut:
     "/{dataset_id}/images",
     status_code=201,
     openapi_extra=UPLOAD_BODY,
-    responses=errors_of(404, 409, 413, 422),
+    responses=errors_of(404, 409, 413, 422, 507),
 )
 async def upload_images(
     dataset: AnnotatorDatasetDep,

@@ -28,7 +28,7 @@ def _server(body: DicomwebPull | DicomwebPush) -> Server:
 @router.post(
     "/v1/datasets/{dataset_id}/dicomweb/pull",
     status_code=201,
-    responses=errors_of(404, 409, 413, 422, 502),
+    responses=errors_of(404, 409, 413, 422, 502, 507),
 )
 def pull(
     dataset: AnnotatorDatasetDep,

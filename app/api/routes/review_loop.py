@@ -82,7 +82,7 @@ def _zip(store: Store, build: Callable[[Path], Path]) -> FileResponse:
     "/v1/audits/{audit_id}/cases/{case}/corrections",
     status_code=201,
     openapi_extra=UPLOAD_BODY,
-    responses=errors_of(403, 404, 409, 413, 422),
+    responses=errors_of(403, 404, 409, 413, 422, 507),
 )
 async def add_correction(
     audit: AnnotatorAuditDep,
