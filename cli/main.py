@@ -53,6 +53,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"segaudit: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return 2
+    # Every command logs in one format, and a library's repeated note (highdicom's empty frame,
+    # once per DICOM case) is said once per process; serve and worker set their own level.
+    from app import logs  # standard library only: no web stack, no torch
+
+    logs.configure("WARNING")
     module = importlib.import_module(COMMANDS[command][0])
     return int(module.main(args))
 
