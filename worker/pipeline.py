@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.enums import AuditStatus
 from app.db.tables import Audit
+from app.runs import run_folder
 from app.services import lifecycle
 from app.settings import Settings
 from app.storage import Store
@@ -58,11 +59,6 @@ class Outcome(StrEnum):
 
 
 Sessions = sessionmaker[Session]
-
-
-def run_folder(store: Store, audit_id: int) -> Path:
-    """The audit's working folder in storage: ``inputs/`` (links into the store) and ``out/``."""
-    return store.root / "runs" / str(audit_id)
 
 
 def run_audit_job(

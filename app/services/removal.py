@@ -37,6 +37,7 @@ from app.db.tables import (
     StoredFile,
 )
 from app.errors import Conflict
+from app.runs import remove_run_folders
 from app.storage import Store
 from imaging.errors import ErrorCode
 
@@ -69,7 +70,7 @@ def delete_audit(session: Session, store: Store, audit: Audit) -> int:
     what = f"audit {audit.id}"
     with _referenced(session, what):
         files = _audit_rows(session, [audit.id])
-    return _commit(session, store, what, files)
+    return _commit(session, store, what, files, [audit.id])
 
 
 def delete_annotation_set(session: Session, store: Store, aset: AnnotationSet) -> int:
@@ -84,7 +85,7 @@ def delete_annotation_set(session: Session, store: Store, aset: AnnotationSet) -
         files |= set(session.scalars(select(Mask.file_id).where(Mask.annotation_set_id == aset.id)))
         session.execute(delete(Mask).where(Mask.annotation_set_id == aset.id))
         session.execute(delete(AnnotationSet).where(AnnotationSet.id == aset.id))
-    return _commit(session, store, what, files)
+    return _commit(session, store, what, files, audit_ids)
 
 
 def delete_dataset(session: Session, store: Store, dataset: Dataset) -> int:
@@ -108,7 +109,7 @@ def delete_dataset(session: Session, store: Store, dataset: Dataset) -> int:
         session.execute(delete(AnnotationSet).where(AnnotationSet.dataset_id == dataset.id))
         session.execute(delete(Case).where(Case.dataset_id == dataset.id))
         session.execute(delete(Dataset).where(Dataset.id == dataset.id))
-    return _commit(session, store, what, files)
+    return _commit(session, store, what, files, audit_ids)
 
 
 @contextmanager
@@ -196,7 +197,11 @@ def _drop_unreferenced(session: Session, file_ids: Iterable[int]) -> set[str]:
     return shas
 
 
-def _commit(session: Session, store: Store, what: str, file_ids: set[int]) -> int:
+def _commit(
+    session: Session, store: Store, what: str, file_ids: set[int], audit_ids: list[int]
+) -> int:
+    """Commit the deletion, then reclaim the blobs nothing names now and the deleted audits'
+    run folders; returns the blobs removed."""
     try:
         shas = _drop_unreferenced(session, file_ids)
         session.commit()
@@ -212,4 +217,5 @@ def _commit(session: Session, store: Store, what: str, file_ids: set[int]) -> in
         if not session.scalar(select(exists().where(StoredFile.sha256 == sha))):
             store.discard(sha)
             removed += 1
+    remove_run_folders(store, audit_ids)
     return removed
