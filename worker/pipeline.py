@@ -96,7 +96,8 @@ def run_audit_job(
         )
         return _fail(sessions, store, audit_id, ErrorCode.WORKER_LOST, message)
     try:
-        config = AuditConfig.from_dict(parameters)
+        # The audit's id goes into the engine's config: its DICOM outputs name the audit.
+        config = AuditConfig.from_dict({**parameters, "audit_id": audit_id})
     except (TypeError, ValueError) as exc:
         return _fail(sessions, store, audit_id, ErrorCode.INVALID_PARAMETERS, str(exc))
     return _Attempt(audit_id, config, sessions, store, settings, task_id, should_stop).run()
