@@ -27,6 +27,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "submit": ("cli.submit", "upload a dataset to the service, audit it, download the export"),
 }
 
+# What the `engine` extra installs (pyproject.toml); the base install has none of it.
+ENGINE_MODULES = ("torch", "monai", "sklearn")
+
 
 def usage() -> str:
     width = max(len(name) for name in COMMANDS)
@@ -58,7 +61,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from app import logs  # standard library only: no web stack, no torch
 
     logs.configure("WARNING")
-    module = importlib.import_module(COMMANDS[command][0])
+    try:
+        module = importlib.import_module(COMMANDS[command][0])
+    except ModuleNotFoundError as exc:  # e.g. `segaudit audit` in the API-only image
+        if (exc.name or "").split(".")[0] not in ENGINE_MODULES:
+            raise
+        print(
+            f"segaudit {command} needs the audit engine, which is not installed here "
+            f"(no {exc.name}): pip install 'segaudit[engine]', or run it in the workers' image",
+            file=sys.stderr,
+        )
+        return 2
     return int(module.main(args))
 
 

@@ -11,7 +11,7 @@ command -v dciodvfy >/dev/null 2>&1 || need+=(dicom3tools)
 command -v Orthanc >/dev/null 2>&1 || need+=(orthanc)
 [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need+=(orthanc-dicomweb)
 # docker-compose validates docker-compose.yml (tests/test_compose.py) where no Docker daemon runs.
-command -v docker-compose >/dev/null 2>&1 || command -v docker >/dev/null 2>&1 || need+=(docker-compose)
+command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || need+=(docker-compose)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 cannot() {
