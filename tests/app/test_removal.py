@@ -150,3 +150,40 @@ def test_the_review_loop_s_records_refuse_or_go_with_what_they_belong_to(api, hc
     done = delete(api, f"/v1/datasets/{loaded.dataset_id}", "admin")
     assert done.status_code == 200, done.text
     assert blobs(api) == []
+
+
+def test_a_wrong_mask_is_deleted_and_replaced_until_the_set_is_audited(api, hc18, tmp_path):
+    images, masks = hc18
+    loaded = load_dataset(api, images, masks)
+    url = f"/v1/datasets/{loaded.dataset_id}/annotation-sets/{loaded.set_id}"
+    case = masks[0].name.removesuffix(".png")
+    before = {m["case"]: m for m in api.get(f"{url}/masks?limit=500").json()["items"]}
+    blobs_before = blobs(api)
+
+    again = api.upload(f"{url}/masks", [masks[0]])  # a second mask for the case: refused
+    assert again.status_code == 409 and f"DELETE .../masks/{case}" in again.json()["detail"]
+    assert delete(api, f"{url}/masks/{case}", "viewer").status_code == 403
+    missing = delete(api, f"{url}/masks/no-such-case", "annotator")
+    assert missing.status_code == 404 and missing.json()["code"] == "not_found"
+    done = delete(api, f"{url}/masks/{case}", "annotator")
+    assert done.status_code == 200, done.text
+    assert done.json() == {"deleted": "mask", "id": before[case]["id"], "blobs_removed": 1}
+    assert before[case]["file"]["sha256"] not in blobs(api)
+    assert len(blobs(api)) == len(blobs_before) - 1
+    assert api.get(url).json()["masks"] == len(masks) - 1
+
+    # The corrected mask (here: another case's drawing, under this case's name) goes in.
+    corrected = tmp_path / masks[0].name
+    corrected.write_bytes(masks[1].read_bytes())
+    replaced = api.upload(f"{url}/masks", [corrected])
+    assert replaced.status_code == 201, replaced.text
+    after = {m["case"]: m for m in api.get(f"{url}/masks?limit=500").json()["items"]}
+    assert after[case]["file"]["sha256"] == before[masks[1].stem]["file"]["sha256"]
+    assert after[case]["id"] != before[case]["id"] and len(after) == len(masks)
+
+    # Once audited, the set's masks stay: the audit refers to them.
+    finished_audit(api, loaded, masks, tmp_path / "out")
+    refused = delete(api, f"{url}/masks/{case}", "admin")
+    assert refused.status_code == 409 and refused.json()["code"] == "still_referenced"
+    assert "corrections" in refused.json()["detail"]
+    assert api.get(url).json()["masks"] == len(masks)
