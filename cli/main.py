@@ -8,6 +8,7 @@ never loads the web stack.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from collections.abc import Sequence
 
@@ -27,8 +28,22 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "submit": ("cli.submit", "upload a dataset to the service, audit it, download the export"),
 }
 
-# What the `engine` extra installs (pyproject.toml); the base install has none of it.
+# What the `engine` extra installs (pyproject.toml); the base install has none of it. The
+# commands of these modules need it (the worker's tasks import it when they run).
 ENGINE_MODULES = ("torch", "monai", "sklearn")
+ENGINE_COMMANDS = ("cli.engine", "cli.bench", "cli.worker")
+
+
+def _missing_engine() -> str | None:
+    """The first module of the engine that cannot be imported here, if any."""
+    for name in ENGINE_MODULES:
+        try:
+            found = importlib.util.find_spec(name)
+        except ImportError:
+            found = None
+        if found is None:
+            return name
+    return None
 
 
 def usage() -> str:
@@ -61,17 +76,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from app import logs  # standard library only: no web stack, no torch
 
     logs.configure("WARNING")
-    try:
-        module = importlib.import_module(COMMANDS[command][0])
-    except ModuleNotFoundError as exc:  # e.g. `segaudit audit` in the API-only image
-        if (exc.name or "").split(".")[0] not in ENGINE_MODULES:
-            raise
+    module_name = COMMANDS[command][0]
+    missing = _missing_engine() if module_name in ENGINE_COMMANDS else None
+    if missing:  # e.g. `segaudit audit` or `segaudit worker` in the API-only image
         print(
             f"segaudit {command} needs the audit engine, which is not installed here "
-            f"(no {exc.name}): pip install 'segaudit[engine]', or run it in the workers' image",
+            f"(no {missing}): pip install 'segaudit[engine]', or run it in the workers' image",
             file=sys.stderr,
         )
         return 2
+    module = importlib.import_module(module_name)
     return int(module.main(args))
 
 
