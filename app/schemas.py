@@ -579,7 +579,7 @@ class ReworkOut(BaseModel):
 class Deleted(BaseModel):
     """What a DELETE removed."""
 
-    deleted: str = Field(description="dataset, annotation_set or audit")
+    deleted: str = Field(description="dataset, annotation_set, mask or audit")
     id: int
     blobs_removed: int = Field(description="stored files no other record used, now removed")
 

@@ -23,9 +23,10 @@ from typing import IO, BinaryIO
 from app.errors import InsufficientStorage, Invalid, TooLarge
 from app.settings import Settings
 from app.storage import LimitExceeded, Written, copy_stream, storage_full
+from imaging import metaimage
 from imaging.checks import check_image_size
 from imaging.errors import ErrorCode, InputError
-from imaging.formats import FORMATS, format_of, header_shape, split_name
+from imaging.formats import FORMATS, METAIMAGE_DATA, format_of, header_shape, split_name
 
 SUPPORTED = ", ".join(sorted(set(FORMATS)))
 ZIP_MAGIC = b"PK\x03\x04"
@@ -341,6 +342,13 @@ def safe_name(raw: str, *, shown: str | None = None) -> str:
 
 
 def _check_format(name: str, shown: str) -> None:
+    if split_name(Path(name))[1] in METAIMAGE_DATA:  # a .mhd's voxels: one file per image here
+        raise Invalid(
+            ErrorCode.UNSUPPORTED_FORMAT,
+            f"{shown}: a MetaImage data file; the service takes one file per image: "
+            f"{metaimage.ONE_FILE}",
+            file=shown,
+        )
     if format_of(Path(name)) is None:
         raise Invalid(
             ErrorCode.UNSUPPORTED_FORMAT,

@@ -8,6 +8,7 @@ never loads the web stack.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from collections.abc import Sequence
 
@@ -26,6 +27,23 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("cli.worker", "run audits from the task queues (one worker per GPU)"),
     "submit": ("cli.submit", "upload a dataset to the service, audit it, download the export"),
 }
+
+# What the `engine` extra installs (pyproject.toml); the base install has none of it. The
+# commands of these modules need it (the worker's tasks import it when they run).
+ENGINE_MODULES = ("torch", "monai", "sklearn")
+ENGINE_COMMANDS = ("cli.engine", "cli.bench", "cli.worker")
+
+
+def _missing_engine() -> str | None:
+    """The first module of the engine that cannot be imported here, if any."""
+    for name in ENGINE_MODULES:
+        try:
+            found = importlib.util.find_spec(name)
+        except ImportError:
+            found = None
+        if found is None:
+            return name
+    return None
 
 
 def usage() -> str:
@@ -53,7 +71,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"segaudit: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[command][0])
+    # Every command logs in one format, and a library's repeated note (highdicom's empty frame,
+    # once per DICOM case) is said once per process; serve and worker set their own level.
+    from app import logs  # standard library only: no web stack, no torch
+
+    logs.configure("WARNING")
+    module_name = COMMANDS[command][0]
+    missing = _missing_engine() if module_name in ENGINE_COMMANDS else None
+    if missing:  # e.g. `segaudit audit` or `segaudit worker` in the API-only image
+        print(
+            f"segaudit {command} needs the audit engine, which is not installed here "
+            f"(no {missing}): pip install 'segaudit[engine]', or run it in the workers' image",
+            file=sys.stderr,
+        )
+        return 2
+    module = importlib.import_module(module_name)
     return int(module.main(args))
 
 

@@ -148,8 +148,8 @@ def header_shape(path: Path) -> tuple[int, ...]:
     ``(H, W)`` (a multi-page TIFF ``(P, H, W)``), 3D ``(X, Y, Z)`` (and any further axes).
     Channels are left out. Raises ``InputError`` for a file to refuse as it is: one PIL itself
     refuses by its size (image_too_large), a header that declares no pixels, an NRRD whose data
-    lies in another file (unreadable_file); any other exception where the header cannot be
-    read at all (the reader then says why).
+    lies in another file (unreadable_file), a ``.mhd`` whose voxels do (unsupported_format);
+    any other exception where the header cannot be read at all (the reader then says why).
     """
     fmt = format_of(path)
     if fmt == "png" and (size := _png_size(path)) is not None:
@@ -181,6 +181,11 @@ def header_shape(path: Path) -> tuple[int, ...]:
                 "a detached NRRD header (its data in another file); send one .nrrd",
             )
         shape = tuple(int(n) for n in header["sizes"])
+    elif fmt == metaimage.FMT:
+        try:
+            shape = metaimage.header_shape(path)
+        except metaimage.DetachedData as exc:
+            raise InputError(ErrorCode.UNSUPPORTED_FORMAT, str(exc)) from None
     else:
         raise ValueError(f"unsupported extension '{split_name(path)[1]}'")
     if not shape or min(shape) < 1:

@@ -66,3 +66,48 @@ def write(path: Path, array: np.ndarray, geometry: Geometry) -> None:
         image.SetDirection([float(v) for v in (matrix / spacing).ravel()])
         image.SetOrigin([float(v) for v in affine[:2, 3][::-1]])
     sitk.WriteImage(image, str(path), useCompression=True)
+
+
+# How much of a file its text header may take (a .mha's voxels follow it in the same file).
+HEADER_BYTES = 64 * 1024
+# Said wherever one file per image is required (uploads) and a .mhd's voxels lie elsewhere.
+ONE_FILE = (
+    "send the image as .mha (header and voxels in one file), e.g. SimpleITK.WriteImage("
+    "SimpleITK.ReadImage('case.mhd'), 'case.mha')"
+)
+
+
+def read_header(path: Path) -> dict[str, str]:
+    """The ``Key = Value`` fields of a MetaImage header, up to ``ElementDataFile`` (its last);
+    raises ``ValueError`` where there is no such header.
+    """
+    with path.open("rb") as f:
+        text = f.read(HEADER_BYTES).decode("latin-1")
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if not sep:
+            break
+        fields[key.strip()] = value.strip()
+        if key.strip() == "ElementDataFile":
+            return fields
+    raise ValueError("no MetaImage header (ElementDataFile not found)")
+
+
+def header_shape(path: Path) -> tuple[int, ...]:
+    """The grid a MetaImage header declares, in ``imaging.geometry``'s order (2D ``(H, W)``,
+    3D ``(X, Y, Z)``), channels left out; raises ``ValueError`` where the header cannot be
+    read, and ``DetachedData`` where the voxels are in another file.
+    """
+    fields = read_header(path)
+    data = fields["ElementDataFile"]
+    if data.upper() != "LOCAL":
+        raise DetachedData(f"its voxels are in another file ({data}); {ONE_FILE}")
+    sizes = tuple(int(n) for n in fields.get("DimSize", "").split())
+    if len(sizes) == 2:
+        return sizes[1], sizes[0]  # ITK's (x, y) -> (rows, columns)
+    return sizes
+
+
+class DetachedData(ValueError):
+    """A ``.mhd`` whose voxels are in a data file beside it, not in the header's file."""

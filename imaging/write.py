@@ -13,15 +13,23 @@ from imaging.formats import write_file
 from imaging.geometry import Geometry
 
 
-def write_array(path: Path, array: np.ndarray, geometry: Geometry, *, kind: str = "") -> None:
+def write_array(
+    path: Path,
+    array: np.ndarray,
+    geometry: Geometry,
+    *,
+    kind: str = "",
+    audit_id: int | None = None,
+) -> None:
     """Write ``array`` (same spatial shape as ``geometry``) at ``path``.
 
     A ``.dcm`` path on a DICOM geometry becomes a SEG or RTSTRUCT of the source series; ``kind``
     (``imaging.layout.CLEANSED``, ``PSEUDO`` or ``ISSUE_MAPS``) says what it is in its
-    description (NIfTI and NRRD: ``imaging.formats.write_file``).
+    description (NIfTI and NRRD: ``imaging.formats.write_file``); a DICOM output's description
+    names ``audit_id`` too, the service's audit that made it.
     """
     if geometry.is_dicom and path.suffix.lower() == ".dcm":
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_mask(path, array, geometry, kind=kind)
+        write_mask(path, array, geometry, kind=kind, audit_id=audit_id)
     else:
         write_file(path, array, geometry, kind=kind)

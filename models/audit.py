@@ -305,7 +305,10 @@ def score(run: _Run, staging: Path) -> tuple[Verdict, list[CaseResult]]:
     started = time.perf_counter()
     results = []
     for index, (case, found) in enumerate(zip(cases, scored, strict=True)):
-        results.append(_finish_case(case, found, verdict, index, work, staging))
+        finished = _finish_case(
+            case, found, verdict, index, work, staging, audit_id=config.audit_id
+        )
+        results.append(finished)
         run.report(Progress("write", config.epochs, config.epochs, index + 1, len(cases)))
     shutil.rmtree(work)
     results.sort(key=CaseResult.sort_key)
@@ -411,6 +414,7 @@ def _score_case(
         from_slices(pseudo, is_3d=is_3d).astype(out_dtype),
         geometry,
         kind=layout.PSEUDO,
+        audit_id=config.audit_id,
     )
     np.save(keep, pseudo)
     issue_ext, issue_geometry = issue_map_target(ext, geometry)
@@ -479,7 +483,14 @@ def _verdict(
 
 
 def _finish_case(
-    case: WorkingCase, found: _Scored, verdict: Verdict, index: int, work: Path, staging: Path
+    case: WorkingCase,
+    found: _Scored,
+    verdict: Verdict,
+    index: int,
+    work: Path,
+    staging: Path,
+    *,
+    audit_id: int | None,
 ) -> CaseResult:
     """Write the cleansed mask (the pseudo label if flagged, else the given mask)."""
     flagged = bool(verdict.flagged[index])
@@ -492,6 +503,7 @@ def _finish_case(
         from_slices(cleansed, is_3d=case.geometry.is_3d).astype(found.out_dtype),
         case.geometry,
         kind=layout.CLEANSED,
+        audit_id=audit_id,
     )
     evidence = float(verdict.evidence[index])
     values = {

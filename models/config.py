@@ -79,6 +79,9 @@ class AuditConfig:
     min_cases: int = 8
     num_classes: int | None = None  # None: inferred as the largest mask value + 1
     max_classes: int = 32  # inferred class counts above this are taken as a mis-encoded mask
+    # The service's audit this run is, named in the DICOM outputs' series descriptions so that
+    # two audits' SEGs tell apart; the worker sets it (over any value given), None stand-alone.
+    audit_id: int | None = None
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -131,6 +134,7 @@ class AuditConfig:
         )
         need(self.num_classes is None or self.num_classes >= 2, "num_classes must be >= 2")
         need(self.max_classes >= 2, "max_classes must be >= 2")
+        need(self.audit_id is None or self.audit_id >= 1, "audit_id must be >= 1")
 
     @property
     def warmup(self) -> int:

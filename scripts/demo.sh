@@ -43,7 +43,8 @@ url=$(cat "$DEMO/url")
 echo "demo: segaudit serve --embedded at $url (log: $DEMO/serve.log)"
 
 # shellcheck disable=SC2086  # DEMO_AUDIT_ARGS holds several options
-"$BIN/segaudit" submit --server "$url" --api-key "$key" --dataset hc18-demo \
+# The key through the environment, not the command line (where `ps` would show it).
+SEGAUDIT_API_KEY="$key" "$BIN/segaudit" submit --server "$url" --dataset hc18-demo \
     --images "$SAMPLE/images" --masks "$DEMO/noisy_masks" --seed 0 ${DEMO_AUDIT_ARGS:-} \
     --wait --out "$DEMO/audit"
 echo

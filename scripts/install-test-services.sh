@@ -11,7 +11,7 @@ command -v dciodvfy >/dev/null 2>&1 || need+=(dicom3tools)
 command -v Orthanc >/dev/null 2>&1 || need+=(orthanc)
 [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need+=(orthanc-dicomweb)
 # docker-compose validates docker-compose.yml (tests/test_compose.py) where no Docker daemon runs.
-command -v docker-compose >/dev/null 2>&1 || command -v docker >/dev/null 2>&1 || need+=(docker-compose)
+command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || need+=(docker-compose)
 # The fault tests start throwaway servers of their own (tests/throwaway.py): initdb and pg_ctl,
 # and redis-server (the shared PostgreSQL and Redis on 5432 and 6379 may run elsewhere).
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)

@@ -169,14 +169,43 @@ def test_uploads_and_storage_are_on_the_data_volume(services):
     assert "mkdir -p /data/tmp" in dockerfile
 
 
+def _stages() -> dict[str, str]:
+    """The Dockerfile's build stages: name -> its text."""
+    parts = re.split(r"^FROM ", (ROOT / "Dockerfile").read_text(), flags=re.M)[1:]
+    return {re.match(r"\S+ AS (\w+)", part).group(1): part for part in parts}  # type: ignore[union-attr]
+
+
 def test_the_image_checks_itself():
-    dockerfile = (ROOT / "Dockerfile").read_text()
-    assert re.search(r"^HEALTHCHECK .*\n?.*CMD .*healthz", dockerfile, re.M)
-    smoke = re.search(r'python -c "([^"]+)"', dockerfile)
-    assert smoke and "import app.main, worker.celery_app" in smoke.group(1)
-    # The smoke test itself passes here, as the image's build runs it.
-    done = subprocess.run([sys.executable, "-c", smoke.group(1)], capture_output=True, cwd=ROOT)
-    assert done.returncode == 0, done.stderr
+    stages = _stages()
+    assert re.search(r"^HEALTHCHECK .*\n?.*CMD .*healthz", stages["base"], re.M)
+    smoke = {
+        name: re.search(r'python -c "([^"]+)"', stages[name]).group(1)  # type: ignore[union-attr]
+        for name in ("api", "engine")
+    }
+    assert "import app.main" in smoke["api"] and "worker" not in smoke["api"]
+    assert '! python -c "import torch"' in stages["api"]  # the API image has no engine
+    assert "import app.main, worker.celery_app" in smoke["engine"]
+    # The smoke tests themselves pass here, as the images' builds run them.
+    for code in smoke.values():
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=ROOT)
+        assert done.returncode == 0, done.stderr
+
+
+def test_the_api_runs_from_the_small_image_and_the_workers_from_the_engine_s(services):
+    stages = _stages()
+    assert list(stages)[-1] == "engine"  # a plain `docker build .` is the full image
+    assert (
+        "pytorch.org" not in stages["api"] and "image_requirements.py engine" not in stages["api"]
+    )
+    assert "image_requirements.py engine" in stages["engine"]
+    for name in ("api", "migrate", "flower"):
+        assert services[name]["build"]["target"] == "api", name
+        assert services[name]["image"].startswith("segaudit-api:"), name
+    for name in ("worker-cpu", "worker-gpu"):
+        assert services[name]["build"]["target"] == "engine", name
+        assert services[name]["image"].startswith("segaudit:"), name
+        assert services[name]["build"]["args"]["TORCH_VARIANT"] == "cpu"
+    assert services["api"]["image"] != services["worker-cpu"]["image"]
 
 
 def _compose_cli() -> list[str] | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 
 from cli.main import COMMANDS
 from tests.layering import PACKAGES, ROOT
@@ -161,3 +162,100 @@ def test_the_api_and_its_commands_run_without_the_engine_extra():
         )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def _image_requirements(*extras: str) -> list[str]:
+    """What the Dockerfile installs for an image: scripts/image_requirements.py's output."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "image_requirements.py"), *extras],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.split("\n")
+
+
+def _pulled_in(lines: list[str]) -> dict[str, str]:
+    """Every distribution that ``lines`` need, transitively, as this environment resolved
+    them (markers and extras evaluated): canonical name -> installed version."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    found: dict[str, str] = {}
+    seen: set[tuple[str, frozenset[str]]] = set()
+    todo = [Requirement(line) for line in lines if line.strip()]
+    while todo:
+        requirement = todo.pop()
+        key = (canonicalize_name(requirement.name), frozenset(requirement.extras))
+        if key in seen:
+            continue
+        seen.add(key)
+        found[key[0]] = metadata.version(requirement.name)
+        extras = [{"extra": e} for e in requirement.extras] or [{"extra": ""}]
+        for line in metadata.requires(requirement.name) or []:
+            needed = Requirement(line)
+            if needed.marker is None or any(needed.marker.evaluate(e) for e in extras):
+                todo.append(needed)
+    return found
+
+
+def _locked() -> dict[str, str]:
+    from packaging.utils import canonicalize_name
+
+    lines = (ROOT / "requirements.lock").read_text().splitlines()
+    pins = [line.split("==") for line in lines if "==" in line and not line.startswith("#")]
+    return {canonicalize_name(name): version for name, version in pins}
+
+
+ENGINE = {"torch", "monai", "scikit-learn"}
+NOT_IN_AN_IMAGE = {"pytest", "ruff", "mypy", "schemathesis", "hypothesis", "cleanlab"}
+
+
+def test_each_image_installs_only_what_its_part_needs_at_the_locked_versions():
+    """The API image's set (pyproject's base) has no torch, MONAI or scikit-learn and no dev
+    tool; the workers' adds the engine; every package either pulls in is pinned in the lock,
+    so ``pip install -c requirements.lock`` fixes the whole image."""
+    api = _pulled_in(_image_requirements())
+    engine = _pulled_in(_image_requirements("engine"))
+    locked = _locked()
+    assert not (ENGINE | NOT_IN_AN_IMAGE) & set(api), sorted((ENGINE | NOT_IN_AN_IMAGE) & set(api))
+    assert not [n for n in api if n.startswith("nvidia-") or n == "triton"]
+    assert set(engine) >= ENGINE and not NOT_IN_AN_IMAGE & set(engine)
+    assert set(api) < set(engine)
+    unpinned = sorted(n for n in engine if n not in locked)
+    assert unpinned == [], unpinned
+    # The lock is what runs (torch's local label, +cpu or +cu128, names its wheel index).
+    assert {n: v for n, v in engine.items() if locked[n] != Version(v).public} == {}
+    assert "segaudit[engine]" not in _image_requirements("bench")  # an extra of ours, expanded
+    assert "cleanlab>=2.7" in _image_requirements("bench")
+
+
+def test_a_command_that_needs_the_engine_says_so_where_it_is_not_installed():
+    script = (
+        "import importlib.abc, sys\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'monai', 'sklearn'):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from cli.main import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    for command in ("audit", "bench", "worker"):
+        done = subprocess.run(
+            [sys.executable, "-c", script, command, "--help"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
+        assert done.returncode == 2, done.stderr
+        assert f"segaudit {command} needs the audit engine (no torch)" in done.stderr.replace(
+            ", which is not installed here", ""
+        )
+        assert "segaudit[engine]" in done.stderr and "Traceback" not in done.stderr
+    keys = subprocess.run(
+        [sys.executable, "-c", script, "keys", "--help"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert keys.returncode == 0 and "engine" not in keys.stderr

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.enums import AuditStatus
 from app.db.tables import Audit
+from app.runs import run_folder
 from app.services import lifecycle
 from app.settings import Settings
 from app.storage import Store, is_no_space, storage_full
@@ -58,11 +59,6 @@ class Outcome(StrEnum):
 
 
 Sessions = sessionmaker[Session]
-
-
-def run_folder(store: Store, audit_id: int) -> Path:
-    """The audit's working folder in storage: ``inputs/`` (links into the store) and ``out/``."""
-    return store.root / "runs" / str(audit_id)
 
 
 def run_audit_job(
@@ -100,7 +96,8 @@ def run_audit_job(
         )
         return _fail(sessions, store, audit_id, ErrorCode.WORKER_LOST, message)
     try:
-        config = AuditConfig.from_dict(parameters)
+        # The audit's id goes into the engine's config: its DICOM outputs name the audit.
+        config = AuditConfig.from_dict({**parameters, "audit_id": audit_id})
     except (TypeError, ValueError) as exc:
         return _fail(sessions, store, audit_id, ErrorCode.INVALID_PARAMETERS, str(exc))
     return _Attempt(audit_id, config, sessions, store, settings, task_id, should_stop).run()

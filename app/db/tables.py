@@ -126,7 +126,7 @@ class AnnotationSet(Base):
 
 
 class Mask(Base):
-    """A case's mask in one annotation set. Masks are never replaced: audits refer to them."""
+    """A case's mask in one annotation set. An audited set's masks stay: audits refer to them."""
 
     __tablename__ = "masks"
     __table_args__ = (UniqueConstraint("annotation_set_id", "case_id"),)

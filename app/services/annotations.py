@@ -97,7 +97,8 @@ def add_masks(
             raise Conflict(
                 ErrorCode.MASK_EXISTS,
                 f"{item.name}: annotation set {aset.id} already has a mask for '{item.case}'; "
-                "masks are never replaced (upload a re-annotation as a new set)",
+                f"delete it first (DELETE .../masks/{item.case}) while no audit has used the set, "
+                "or upload a re-annotation as a new set",
                 file=item.name,
             )
         checked.append((item, case, check_mask(item, case)))

@@ -36,7 +36,8 @@ from app.db.tables import (
     Review,
     StoredFile,
 )
-from app.errors import Conflict
+from app.errors import Conflict, NotFound
+from app.runs import remove_run_folders
 from app.storage import Store
 from imaging.errors import ErrorCode
 
@@ -69,7 +70,7 @@ def delete_audit(session: Session, store: Store, audit: Audit) -> int:
     what = f"audit {audit.id}"
     with _referenced(session, what):
         files = _audit_rows(session, [audit.id])
-    return _commit(session, store, what, files)
+    return _commit(session, store, what, files, [audit.id])
 
 
 def delete_annotation_set(session: Session, store: Store, aset: AnnotationSet) -> int:
@@ -84,7 +85,7 @@ def delete_annotation_set(session: Session, store: Store, aset: AnnotationSet) -
         files |= set(session.scalars(select(Mask.file_id).where(Mask.annotation_set_id == aset.id)))
         session.execute(delete(Mask).where(Mask.annotation_set_id == aset.id))
         session.execute(delete(AnnotationSet).where(AnnotationSet.id == aset.id))
-    return _commit(session, store, what, files)
+    return _commit(session, store, what, files, audit_ids)
 
 
 def delete_dataset(session: Session, store: Store, dataset: Dataset) -> int:
@@ -108,7 +109,32 @@ def delete_dataset(session: Session, store: Store, dataset: Dataset) -> int:
         session.execute(delete(AnnotationSet).where(AnnotationSet.dataset_id == dataset.id))
         session.execute(delete(Case).where(Case.dataset_id == dataset.id))
         session.execute(delete(Dataset).where(Dataset.id == dataset.id))
-    return _commit(session, store, what, files)
+    return _commit(session, store, what, files, audit_ids)
+
+
+def delete_mask(session: Session, store: Store, aset: AnnotationSet, case: str) -> tuple[int, int]:
+    """Delete one case's mask from a set that no audit has used, so that a corrected one can
+    be uploaded in its place; returns (the mask's id, the blobs removed). Commits. A set an
+    audit used keeps its masks (409): its audits refer to them.
+    """
+    if has_audits(session, dataset_id=aset.dataset_id, annotation_set_id=aset.id):
+        raise Conflict(
+            ErrorCode.STILL_REFERENCED,
+            f"annotation set {aset.id} has audits, which keep the masks they checked; correct "
+            f"'{case}' in the review loop (POST /v1/audits/{{id}}/cases/{case}/corrections) or "
+            "upload the re-annotation as a new set",
+        )
+    query = select(Mask).join(Case).where(Mask.annotation_set_id == aset.id, Case.name == case)
+    mask = session.scalar(query)
+    if mask is None:
+        raise NotFound(
+            ErrorCode.NOT_FOUND, f"annotation set {aset.id} has no mask for case '{case}'"
+        )
+    mask_id, file_id = mask.id, mask.file_id
+    what = f"the mask of case '{case}' in annotation set {aset.id}"
+    with _referenced(session, what):
+        session.execute(delete(Mask).where(Mask.id == mask_id))
+    return mask_id, _commit(session, store, what, {file_id}, [])
 
 
 @contextmanager
@@ -196,7 +222,11 @@ def _drop_unreferenced(session: Session, file_ids: Iterable[int]) -> set[str]:
     return shas
 
 
-def _commit(session: Session, store: Store, what: str, file_ids: set[int]) -> int:
+def _commit(
+    session: Session, store: Store, what: str, file_ids: set[int], audit_ids: list[int]
+) -> int:
+    """Commit the deletion, then reclaim the blobs nothing names now and the deleted audits'
+    run folders; returns the blobs removed."""
     try:
         shas = _drop_unreferenced(session, file_ids)
         session.commit()
@@ -212,4 +242,5 @@ def _commit(session: Session, store: Store, what: str, file_ids: set[int]) -> in
         if not session.scalar(select(exists().where(StoredFile.sha256 == sha))):
             store.discard(sha)
             removed += 1
+    remove_run_folders(store, audit_ids)
     return removed

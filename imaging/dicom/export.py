@@ -62,21 +62,32 @@ def _algorithm() -> hd.AlgorithmIdentificationSequence:
     )
 
 
-def _series_text(text: str, made: dt.datetime, original: str) -> str:
-    """A series description that tells two runs apart: what, when, and of which input."""
-    return _lo(f"{text} {made:%Y-%m-%d %H:%M} ({original})")
+def _series_text(text: str, made: dt.datetime, original: str, audit_id: int | None) -> str:
+    """A series description that tells two runs apart: what, of which audit (the service's;
+    none stand-alone), when, and of which input (cut first where it is too long).
+    """
+    audit = f"audit {audit_id} " if audit_id is not None else ""
+    return _lo(f"{text} {audit}{made:%Y-%m-%d %H:%M} ({original})")
 
 
-def write_mask(path: Path, labels: np.ndarray, geometry: Geometry, *, kind: str = CLEANSED) -> None:
+def write_mask(
+    path: Path,
+    labels: np.ndarray,
+    geometry: Geometry,
+    *,
+    kind: str = CLEANSED,
+    audit_id: int | None = None,
+) -> None:
     """Write ``labels`` ``(X, Y, Z)`` as the DICOM kind ``geometry`` was read from.
 
-    ``kind`` says what the output is (``imaging.layout.CLEANSED`` or ``PSEUDO``).
+    ``kind`` says what the output is (``imaging.layout.CLEANSED`` or ``PSEUDO``); ``audit_id``
+    (the service's audit) goes into the series description.
     """
     source = geometry.header
     if not isinstance(source, MaskSource):
         raise ValueError(f"cannot write {path.name}: the mask was not read from DICOM")
     build = build_seg if source.fmt == DICOM_SEG else build_rtstruct
-    build(labels, source, kind=kind).save_as(path, enforce_file_format=True)
+    build(labels, source, kind=kind, audit_id=audit_id).save_as(path, enforce_file_format=True)
 
 
 def _kind(kind: str) -> tuple[int, str, str]:
@@ -119,7 +130,7 @@ def _input_units(source: MaskSource) -> list[seg.Segment | rtstruct.Roi]:
 
 
 def build_seg(
-    labels: np.ndarray, source: MaskSource, *, kind: str = "cleansed"
+    labels: np.ndarray, source: MaskSource, *, kind: str = "cleansed", audit_id: int | None = None
 ) -> hd.seg.Segmentation:
     """A DICOM SEG of ``labels`` ``(X, Y, Z)`` on the source series, segments as the input's."""
     series, mask = source.series, source.obj.header
@@ -167,7 +178,8 @@ def build_seg(
     )
     made = dt.datetime.now()
     out.SeriesDate, out.SeriesTime = DA(made.strftime("%Y%m%d")), TM(made.strftime("%H%M%S"))
-    out.SeriesDescription = _series_text(text, made, mask.get("SeriesDescription", "") or "SEG")
+    original = mask.get("SeriesDescription", "") or "SEG"
+    out.SeriesDescription = _series_text(text, made, original, audit_id)
     return out
 
 
@@ -177,7 +189,9 @@ def _copy(header: Dataset, out: Dataset, names: tuple[str, ...]) -> None:
         setattr(out, name, header.get(name))
 
 
-def build_rtstruct(labels: np.ndarray, source: MaskSource, *, kind: str = "cleansed") -> Dataset:
+def build_rtstruct(
+    labels: np.ndarray, source: MaskSource, *, kind: str = "cleansed", audit_id: int | None = None
+) -> Dataset:
     """An RT Structure Set of ``labels`` ``(X, Y, Z)``: one ROI per class, contours per slice."""
     series, mask = source.series, source.obj.header
     image = next(iter(series.headers.values()))
@@ -209,7 +223,7 @@ def build_rtstruct(labels: np.ndarray, source: MaskSource, *, kind: str = "clean
     ds.SeriesNumber = number
     ds.SeriesDate, ds.SeriesTime = ds.InstanceCreationDate, ds.InstanceCreationTime
     original = mask.get("SeriesDescription", "") or "RTSTRUCT"
-    ds.SeriesDescription = _series_text(text, now, original)
+    ds.SeriesDescription = _series_text(text, now, original, audit_id)
     ds.OperatorsName = None
     ds.Manufacturer = MANUFACTURER
     ds.ManufacturerModelName = MODEL

@@ -202,3 +202,34 @@ def test_empty_upload(api):
         data={"note": "no files here"},
     )
     assert response.status_code == 422 and response.json()["code"] == "empty_upload"
+
+
+def test_a_mhd_whose_voxels_are_in_another_file_is_refused_up_front(api, mr, tmp_path):
+    """A ``.mhd`` arrives without its data file (one file per image): refused by its header
+    with what to send instead, alone or zipped with its ``.raw``; a ``.mha`` is taken."""
+    import SimpleITK as sitk
+
+    volume = sitk.ReadImage(str(mr[0][0]))
+    sitk.WriteImage(volume, str(tmp_path / "brain1.mhd"))  # beside it: brain1.raw
+    sitk.WriteImage(volume, str(tmp_path / "brain1.mha"))
+    dataset_id = new_dataset(api)
+    url = f"/v1/datasets/{dataset_id}/images"
+
+    alone = api.upload(url, [tmp_path / "brain1.mhd"])
+    assert alone.status_code == 422, alone.text
+    body = alone.json()
+    assert body["code"] == "unsupported_format" and body["file"] == "brain1.mhd"
+    assert "brain1.raw" in body["detail"] and ".mha" in body["detail"]
+    assert_nothing_kept(api, dataset_id)
+
+    paired = api.upload_bytes(
+        url, "mr.zip", zip_of([tmp_path / "brain1.raw", tmp_path / "brain1.mhd"])
+    )
+    assert paired.status_code == 422, paired.text
+    assert paired.json()["code"] == "unsupported_format"
+    assert paired.json()["file"] == "mr.zip:brain1.raw" and ".mha" in paired.json()["detail"]
+    assert_nothing_kept(api, dataset_id)
+
+    one_file = api.upload(url, [tmp_path / "brain1.mha"])
+    assert one_file.status_code == 201, one_file.text
+    assert api.get(f"/v1/datasets/{dataset_id}").json()["cases"] == 1

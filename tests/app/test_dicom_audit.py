@@ -62,6 +62,7 @@ def test_a_pacs_export_audited_through_the_api(api_factory, orthanc, _built, tmp
         path = downloaded / f"{case_name(case)}.dcm"
         path.write_bytes(response.content)
         seg = hd.seg.segread(path)
+        assert seg.SeriesDescription.startswith(f"segaudit cleansed audit {audit_id} ")
         ref = seg.ReferencedSeriesSequence[0]
         assert ref.SeriesInstanceUID == case.images[0].SeriesInstanceUID
         listed = {i.ReferencedSOPInstanceUID for i in ref.ReferencedInstanceSequence}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from app.runs import run_folder
 from app.services import lifecycle
+from imaging import layout
 from tests.app.conftest import engine_outputs, load_dataset, submit
 
 
@@ -21,6 +23,10 @@ def finished_audit(api, loaded, masks, out):
         lifecycle.claim_audit(session, audit_id)
         outputs = engine_outputs(out, masks, [0.1 * i for i in range(len(masks))])
         assert lifecycle.complete_audit(session, api.store, audit_id, *outputs)
+    kept = run_folder(api.store, audit_id) / "out"  # what a worker keeps after a success
+    kept.mkdir(parents=True)
+    (kept / layout.MODEL).write_bytes(b"weights")
+    (kept / layout.RUN).write_text("{}")
     return audit_id
 
 
@@ -42,13 +48,15 @@ def test_deleting_an_audit_removes_its_results_and_their_files(api, hc18, tmp_pa
     assert done.json()["deleted"] == "audit" and done.json()["blobs_removed"] > 0
     assert api.get(f"/v1/audits/{audit_id}").status_code == 404
     assert blobs(api) == inputs  # the images and masks stay, the audit's masks are gone
+    assert not run_folder(api.store, audit_id).exists()  # its trained network too
+    assert run_folder(api.store, running).parent.is_dir()  # the folder of runs stays
     assert api.get(f"/v1/datasets/{loaded.dataset_id}").json()["cases"] == len(images)
 
 
 def test_an_audited_dataset_needs_an_admin_and_goes_with_everything(api, hc18, tmp_path):
     images, masks = hc18
     loaded = load_dataset(api, images, masks)
-    finished_audit(api, loaded, masks, tmp_path / "out")
+    audit_id = finished_audit(api, loaded, masks, tmp_path / "out")
     url = f"/v1/datasets/{loaded.dataset_id}"
     refused = delete(api, url, "annotator")
     assert refused.status_code == 403 and "admin" in refused.json()["detail"]
@@ -57,7 +65,7 @@ def test_an_audited_dataset_needs_an_admin_and_goes_with_everything(api, hc18, t
     done = delete(api, url, "admin")
     assert done.status_code == 200, done.text
     assert api.get(url).status_code == 404
-    assert blobs(api) == []
+    assert blobs(api) == [] and not run_folder(api.store, audit_id).exists()
     assert api.get("/v1/datasets").json()["total"] == 0
     # The name is free again.
     assert api.post("/v1/datasets", json={"name": "hc18"}).status_code == 201
@@ -93,7 +101,7 @@ def test_an_audited_annotation_set_needs_an_admin(api, hc18, tmp_path):
     assert delete(api, url, "admin").status_code == 200
     assert api.get(url).status_code == 404
     assert api.get(f"/v1/audits/{audit_id}").status_code == 404
-    assert len(blobs(api)) == len(images)
+    assert len(blobs(api)) == len(images) and not run_folder(api.store, audit_id).exists()
 
 
 def test_the_review_loop_s_records_refuse_or_go_with_what_they_belong_to(api, hc18, tmp_path):
@@ -142,3 +150,40 @@ def test_the_review_loop_s_records_refuse_or_go_with_what_they_belong_to(api, hc
     done = delete(api, f"/v1/datasets/{loaded.dataset_id}", "admin")
     assert done.status_code == 200, done.text
     assert blobs(api) == []
+
+
+def test_a_wrong_mask_is_deleted_and_replaced_until_the_set_is_audited(api, hc18, tmp_path):
+    images, masks = hc18
+    loaded = load_dataset(api, images, masks)
+    url = f"/v1/datasets/{loaded.dataset_id}/annotation-sets/{loaded.set_id}"
+    case = masks[0].name.removesuffix(".png")
+    before = {m["case"]: m for m in api.get(f"{url}/masks?limit=500").json()["items"]}
+    blobs_before = blobs(api)
+
+    again = api.upload(f"{url}/masks", [masks[0]])  # a second mask for the case: refused
+    assert again.status_code == 409 and f"DELETE .../masks/{case}" in again.json()["detail"]
+    assert delete(api, f"{url}/masks/{case}", "viewer").status_code == 403
+    missing = delete(api, f"{url}/masks/no-such-case", "annotator")
+    assert missing.status_code == 404 and missing.json()["code"] == "not_found"
+    done = delete(api, f"{url}/masks/{case}", "annotator")
+    assert done.status_code == 200, done.text
+    assert done.json() == {"deleted": "mask", "id": before[case]["id"], "blobs_removed": 1}
+    assert before[case]["file"]["sha256"] not in blobs(api)
+    assert len(blobs(api)) == len(blobs_before) - 1
+    assert api.get(url).json()["masks"] == len(masks) - 1
+
+    # The corrected mask (here: another case's drawing, under this case's name) goes in.
+    corrected = tmp_path / masks[0].name
+    corrected.write_bytes(masks[1].read_bytes())
+    replaced = api.upload(f"{url}/masks", [corrected])
+    assert replaced.status_code == 201, replaced.text
+    after = {m["case"]: m for m in api.get(f"{url}/masks?limit=500").json()["items"]}
+    assert after[case]["file"]["sha256"] == before[masks[1].stem]["file"]["sha256"]
+    assert after[case]["id"] != before[case]["id"] and len(after) == len(masks)
+
+    # Once audited, the set's masks stay: the audit refers to them.
+    finished_audit(api, loaded, masks, tmp_path / "out")
+    refused = delete(api, f"{url}/masks/{case}", "admin")
+    assert refused.status_code == 409 and refused.json()["code"] == "still_referenced"
+    assert "corrections" in refused.json()["detail"]
+    assert api.get(url).json()["masks"] == len(masks)

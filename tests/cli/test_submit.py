@@ -170,3 +170,27 @@ def test_version(capsys):
     assert main(["--version"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("segaudit ") and out.split()[1][0].isdigit()
+
+
+def test_when_nothing_is_flagged_submit_and_the_api_say_why(
+    service, hc18, monkeypatch, capsys, tmp_path
+):
+    images, masks = hc18
+    monkeypatch.setenv("SEGAUDIT_API_KEY", service.key)
+    assert submit(capsys, service, "--images", images[0].parent, "--masks", masks[0].parent)[0] == 0
+    [audit] = service.get("/v1/audits")["items"]
+    reason = "the two groups are D=2.32 apart, under the 2.82 required on 9 cases"
+    with service.app.state.sessions() as session:
+        lifecycle.claim_audit(session, audit["id"])
+        out, results, run = engine_outputs(tmp_path / "engine", masks, [0.1] * 9)
+        run["summary"] = {"filter_degenerate": True, "filter_reason": reason}
+        store = service.app.state.store
+        assert lifecycle.complete_audit(session, store, audit["id"], out, results, run)
+
+    summary = service.get(f"/v1/audits/{audit['id']}")["summary"]
+    assert summary["filter_degenerate"] is True and summary["filter_reason"] == reason
+    code, stdout, err = submit(capsys, service, "--audit", audit["id"], "--out", tmp_path / "r")
+    assert code == 0, err
+    assert f"No case is flagged: the label filter found no separate noisy group ({reason})" in (
+        stdout
+    )

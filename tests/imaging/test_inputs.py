@@ -143,3 +143,21 @@ def test_dicom_is_named_where_it_is_not_read(tmp_path, nested):
     with pytest.raises(InputError) as empty:
         index_folder(tmp_path / "empty", "image")
     assert empty.value.code == ErrorCode.EMPTY_FOLDER
+
+
+def test_a_metaimage_header_gives_its_grid_and_says_where_its_voxels_are(tmp_path):
+    from imaging.formats import header_shape
+
+    volume = sitk.ReadImage(str(MR / "brain1_image.nrrd"))
+    sitk.WriteImage(volume, str(tmp_path / "v.mha"))
+    sitk.WriteImage(volume, str(tmp_path / "v.mhd"))
+    assert header_shape(tmp_path / "v.mha") == volume.GetSize()  # (X, Y, Z), as read_image
+    with pytest.raises(InputError) as refused:
+        header_shape(tmp_path / "v.mhd")
+    assert refused.value.code == ErrorCode.UNSUPPORTED_FORMAT and "v.raw" in str(refused.value)
+    png = np.asarray(Image.open(HC18 / "images" / "000_HC.png"))
+    sitk.WriteImage(sitk.GetImageFromArray(png), str(tmp_path / "flat.mha"))
+    assert header_shape(tmp_path / "flat.mha") == png.shape[:2]  # (H, W)
+    (tmp_path / "junk.mha").write_bytes(b"\x00\x01 not a header")
+    with pytest.raises(ValueError, match="no MetaImage header"):
+        header_shape(tmp_path / "junk.mha")

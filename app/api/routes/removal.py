@@ -1,7 +1,8 @@
-"""Deleting datasets, annotation sets and audits (storage reclaimed).
+"""Deleting datasets, annotation sets, masks and audits (storage reclaimed).
 
 An admin key may delete any of them. An annotator key may delete a dataset or an annotation set
-that no audit has used yet: what a failed or mistaken upload left, such as an empty set.
+that no audit has used yet: what a failed or mistaken upload left, such as an empty set; and a
+mask of such a set, to upload a corrected one in its place.
 """
 
 from __future__ import annotations
@@ -63,6 +64,20 @@ def delete_annotation_set(
     _admin_once_audited(principal, audited, f"annotation set {aset.id}")
     blobs = removal.delete_annotation_set(session, store, aset)
     return Deleted(deleted="annotation_set", id=aset.id, blobs_removed=blobs)
+
+
+@router.delete(
+    "/v1/datasets/{dataset_id}/annotation-sets/{set_id}/masks/{case}",
+    responses=errors_of(404, 409),
+)
+def delete_mask(
+    aset: AnnotatorAnnotationSetDep, case: str, session: SessionDep, store: StoreDep
+) -> Deleted:
+    """Delete one case's mask from a set no audit has used (annotator), to upload a corrected
+    one in its place with POST .../masks. Its stored file goes if nothing else uses it.
+    """
+    mask_id, blobs = removal.delete_mask(session, store, aset, case)
+    return Deleted(deleted="mask", id=mask_id, blobs_removed=blobs)
 
 
 @router.delete("/v1/audits/{audit_id}", responses=errors_of(404, 409))

@@ -45,6 +45,7 @@ def test_a_seg_says_it_is_segaudit_s_and_when(tmp_path, built, kind, algorithm):
     assert before <= made <= dt.datetime.now()
     assert f"{made:%Y-%m-%d %H:%M}" in ds.SeriesDescription
     assert ds.SeriesDescription.startswith("segaudit")
+    assert "audit" not in ds.SeriesDescription.removeprefix("segaudit")  # stand-alone: no id
     # highdicom reads the description back as a typed one.
     seg = hd.seg.segread(path)
     assert seg.get_segment_description(1).algorithm_type.value == algorithm
@@ -65,3 +66,21 @@ def test_an_rtstruct_says_how_its_rois_were_made(tmp_path, built):
     )
     assert ds.SeriesDate == ds.InstanceCreationDate and ds.SeriesTime == ds.InstanceCreationTime
     assert ds.SeriesDescription.startswith("segaudit pseudo label 20")
+
+
+def test_the_description_names_the_service_s_audit(tmp_path, built):
+    """Two audits' SEGs of one series, made in the same minute, differ by their audit."""
+    (pair,) = find_pairs(*write_cases([built[3]], tmp_path / "images", tmp_path / "masks"))[0]
+    given = pair.read_mask()
+    texts = []
+    for audit_id in (41, 1234567):
+        path = tmp_path / str(audit_id) / f"{pair.case_id}.dcm"
+        write_array(path, given.array, given.geometry, kind=layout.CLEANSED, audit_id=audit_id)
+        assert dciodvfy_errors(path) == []
+        texts.append(str(pydicom.dcmread(path).SeriesDescription))
+    assert texts[0].startswith("segaudit cleansed audit 41 20") and len(texts[0]) <= 64
+    assert texts[1].startswith("segaudit cleansed audit 1234567 20")
+    (rt,) = rt_cases(built, picks=(3,))
+    (rt_pair,) = find_pairs(*write_cases([rt], tmp_path / "ri", tmp_path / "rm"))[0]
+    ds = build_rtstruct(rt_pair.read_mask().array, rt_pair.mask, kind=layout.PSEUDO, audit_id=7)
+    assert ds.SeriesDescription.startswith("segaudit pseudo label audit 7 20")
