@@ -4,6 +4,7 @@ DICOM SEG or RTSTRUCT for masks that were read from DICOM.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -13,15 +14,23 @@ from imaging.formats import write_file
 from imaging.geometry import Geometry
 
 
-def write_array(path: Path, array: np.ndarray, geometry: Geometry, *, kind: str = "") -> None:
+def write_array(
+    path: Path,
+    array: np.ndarray,
+    geometry: Geometry,
+    *,
+    kind: str = "",
+    class_names: Mapping[int, str] | None = None,
+) -> None:
     """Write ``array`` (same spatial shape as ``geometry``) at ``path``.
 
     A ``.dcm`` path on a DICOM geometry becomes a SEG or RTSTRUCT of the source series; ``kind``
     (``imaging.layout.CLEANSED``, ``PSEUDO`` or ``ISSUE_MAPS``) says what it is in its
-    description (NIfTI and NRRD: ``imaging.formats.write_file``).
+    description (NIfTI and NRRD: ``imaging.formats.write_file``); ``class_names``
+    (``{class: name}``) name a SEG's segments or an RTSTRUCT's ROIs.
     """
     if geometry.is_dicom and path.suffix.lower() == ".dcm":
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_mask(path, array, geometry, kind=kind)
+        write_mask(path, array, geometry, kind=kind, class_names=class_names)
     else:
         write_file(path, array, geometry, kind=kind)

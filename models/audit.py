@@ -179,8 +179,9 @@ def prepare(
         masks_dir,
         size=size,
         min_cases=config.min_cases,
-        num_classes=config.num_classes,
+        num_classes=config.class_limit,
         max_classes=config.max_classes,
+        classes=config.classes,
         on_case=lambda i, n, _: report(Progress("load", 0, config.epochs, i, n)),
     )
     single = config.single_object_classes
@@ -306,7 +307,9 @@ def score(run: _Run, staging: Path) -> tuple[Verdict, list[CaseResult]]:
     started = time.perf_counter()
     results = []
     for index, (case, found) in enumerate(zip(cases, scored, strict=True)):
-        results.append(_finish_case(case, found, verdict, index, work, staging))
+        results.append(
+            _finish_case(case, found, verdict, index, work, staging, class_names=config.class_names)
+        )
         run.report(Progress("write", config.epochs, config.epochs, index + 1, len(cases)))
     shutil.rmtree(work)
     results.sort(key=CaseResult.sort_key)
@@ -318,7 +321,12 @@ def publish(
     run: _Run, staging: Path, final: Verdict, results: list[CaseResult]
 ) -> dict[str, object]:
     """Write the files for people beside the masks and move everything into place."""
-    outputs.write_scores(staging / layout.SCORES, results, run.dataset.num_classes)
+    outputs.write_scores(
+        staging / layout.SCORES,
+        results,
+        run.dataset.num_classes,
+        class_names=run.dataset.class_names,
+    )
     if run.dataset.is_3d:
         outputs.write_slices(staging / layout.SLICES, results)
     info = _run_info(run, final, results)
@@ -407,6 +415,7 @@ def _score_case(
         from_slices(pseudo, is_3d=is_3d).astype(out_dtype),
         geometry,
         kind=layout.PSEUDO,
+        class_names=config.class_names,
     )
     np.save(keep, pseudo)
     issue_ext, issue_geometry = issue_map_target(ext, geometry)
@@ -480,7 +489,14 @@ def _verdict(
 
 
 def _finish_case(
-    case: WorkingCase, found: _Scored, verdict: Verdict, index: int, work: Path, staging: Path
+    case: WorkingCase,
+    found: _Scored,
+    verdict: Verdict,
+    index: int,
+    work: Path,
+    staging: Path,
+    *,
+    class_names: dict[int, str],
 ) -> CaseResult:
     """Write the cleansed mask (the pseudo label if flagged, else the given mask)."""
     flagged = bool(verdict.flagged[index])
@@ -493,6 +509,7 @@ def _finish_case(
         from_slices(cleansed, is_3d=case.geometry.is_3d).astype(found.out_dtype),
         case.geometry,
         kind=layout.CLEANSED,
+        class_names=class_names,
     )
     evidence = float(verdict.evidence[index])
     values = {
@@ -612,6 +629,7 @@ def _run_info(run: _Run, final: Verdict, results: list[CaseResult]) -> dict[str,
             "slices": slices,
             "is_3d": dataset.is_3d,
             "num_classes": dataset.num_classes,
+            "classes": dataset.classes,
             "in_channels": dataset.in_channels,
             "single_object_classes": list(data.single_object_classes),
             "working_size": run.size,

@@ -8,6 +8,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
+from imaging.classes import check_classes, names_by_value
+from imaging.errors import InputError
+
 
 def _compiles(pattern: str | None) -> bool:
     if pattern is None:
@@ -83,6 +86,9 @@ class AuditConfig:
     min_cases: int = 8
     num_classes: int | None = None  # None: inferred as the largest mask value + 1
     max_classes: int = 32  # inferred class counts above this are taken as a mis-encoded mask
+    # Declared classes {name: mask value} (imaging.classes): masks with other values are refused,
+    # and the names label the outputs. None: named class_<v> (or by DICOM segment labels).
+    classes: dict[str, int] | None = None
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -139,6 +145,30 @@ class AuditConfig:
         )
         need(self.num_classes is None or self.num_classes >= 2, "num_classes must be >= 2")
         need(self.max_classes >= 2, "max_classes must be >= 2")
+        if self.classes is not None:
+            try:
+                declared = check_classes(self.classes)
+            except InputError as exc:
+                raise ValueError(f"invalid audit config: {exc.detail}") from None
+            top = max(declared.values())
+            need(
+                self.num_classes is None or top < self.num_classes,
+                f"num_classes is {self.num_classes} but class value {top} is declared",
+            )
+
+    @property
+    def class_limit(self) -> int | None:
+        """K (background included) as given: ``num_classes``, else the largest declared class
+        value + 1; None: inferred from the masks (their largest value + 1).
+        """
+        if self.num_classes is not None or not self.classes:
+            return self.num_classes
+        return max(self.classes.values()) + 1
+
+    @property
+    def class_names(self) -> dict[int, str]:
+        """The declared classes as ``{value: name}`` (``{}`` when none are declared)."""
+        return names_by_value(self.classes)
 
     def flag_separation_at(self, cases: int) -> float:
         """Ashman's D the final flag needs on ``cases`` cases."""
