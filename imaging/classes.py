@@ -86,15 +86,16 @@ def infer_classes(values: Iterable[int], known: Mapping[str, int] | None = None)
     return dict(sorted(classes.items(), key=lambda item: item[1]))
 
 
-def add_names(names: Iterable[str], known: Mapping[str, int]) -> dict[str, int]:
-    """``known`` extended by each of ``names`` it lacks, numbered on from its largest value
-    (DICOM classes, matched by segment label or ROI name).
+def add_names(named: Mapping[str, int], known: Mapping[str, int]) -> dict[str, int]:
+    """``known`` extended by each class of ``named`` whose name it lacks (DICOM classes, matched
+    by segment label or ROI name), at its own value where that is free, else the next one.
     """
     classes = dict(known)
-    for name in names:
+    for name, value in sorted(named.items(), key=lambda item: item[1]):
         if name not in classes:
-            classes[name] = max(classes.values(), default=0) + 1
-    return classes
+            free = value not in classes.values()
+            classes[name] = value if free else max(classes.values()) + 1
+    return dict(sorted(classes.items(), key=lambda item: item[1]))
 
 
 def named_classes(labels: Mapping[int, str]) -> dict[str, int]:

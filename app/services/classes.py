@@ -27,7 +27,7 @@ class Held:
     file: str  # as the client named it
     max_label: int
     values: Sequence[int] = ()
-    names: Sequence[str] | None = None  # DICOM: segment labels or ROI names (as class names)
+    names: Mapping[str, int] | None = None  # DICOM: {segment label or ROI name: class}
 
 
 def check_classes_of(aset: AnnotationSet, held: Sequence[Held]) -> None:

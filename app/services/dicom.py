@@ -272,7 +272,7 @@ class _Checked:
     kind: str  # DICOM_SEG or DICOM_RTSTRUCT
     case: Case
     max_label: int
-    names: list[str]  # its classes' names: segment labels or ROI names (imaging.classes)
+    names: dict[str, int]  # the classes it holds: {segment label or ROI name: class}
 
 
 def _match(
@@ -330,8 +330,8 @@ def _match(
         except InputError as exc:
             raise _refused(exc, masks_upload, file=file, folders=where) from None
         case = cases[pair.series.series_uid]
-        named = {v: n for n, v in pair.mask.class_names().items()}
-        names = [named[v] for v in mask_values(labels)]
+        present = set(mask_values(labels))
+        names = {n: v for n, v in pair.mask.class_names().items() if v in present}
         checked.append(
             _Checked(pair.mask_path, file, pair.mask.fmt, case, int(labels.max()), names)
         )
