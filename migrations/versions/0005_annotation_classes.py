@@ -20,12 +20,18 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+# Plain ALTER TABLE (SQLite 3.35+ adds and drops columns in place): a batch would copy the table,
+# and SQLite refuses to drop the old copy while masks and audits refer to its rows.
+
+
 def upgrade() -> None:
-    with op.batch_alter_table("annotation_sets") as batch:
-        batch.add_column(sa.Column("classes", sa.JSON(), server_default="{}", nullable=False))
-        batch.add_column(
-            sa.Column("classes_declared", sa.Boolean(), server_default=sa.false(), nullable=False)
-        )
+    op.add_column(
+        "annotation_sets", sa.Column("classes", sa.JSON(), server_default="{}", nullable=False)
+    )
+    op.add_column(
+        "annotation_sets",
+        sa.Column("classes_declared", sa.Boolean(), server_default=sa.false(), nullable=False),
+    )
     bind = op.get_bind()
     largest = bind.execute(
         sa.text("SELECT annotation_set_id, MAX(max_label) FROM masks GROUP BY annotation_set_id")
@@ -39,6 +45,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("annotation_sets") as batch:
-        batch.drop_column("classes_declared")
-        batch.drop_column("classes")
+    op.drop_column("annotation_sets", "classes_declared")
+    op.drop_column("annotation_sets", "classes")
