@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
@@ -11,8 +12,10 @@ from app.api.params import MAX_ID, DbIdField
 from app.db.enums import AuditStatus, Decision, LabelTag, MaskSource, Role, Undecided
 from app.db.tables import ApiKey, Audit, Case, Correction, Mask, ResultRow, Review, StoredFile
 from app.services.result_rows import public_summary
+from imaging.classes import CLASS_NAME, MAX_VALUE, NAME_RULE
 from models.config import AuditConfig
 from models.figure_names import describe, disagreement_kind
+from models.outputs import class_label, named_column
 from models.outputs import worst_slice as outputs_worst_slice
 from models.results import SliceResult
 
@@ -154,9 +157,22 @@ class CasesAdded(BaseModel):
     )
 
 
+ClassName = Annotated[str, Field(pattern=f"^{CLASS_NAME.pattern}$", description=NAME_RULE)]
+ClassValue = Annotated[int, Field(ge=1, le=MAX_VALUE)]
+
+
 class AnnotationSetCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200, examples=["annotator-a"])
     description: str = Field(default="", max_length=10_000, examples=["first pass, team A"])
+    classes: dict[ClassName, ClassValue] | None = Field(
+        default=None,
+        max_length=MAX_VALUE,
+        examples=[{"head": 1}],
+        description="the classes its masks may hold, {name: mask value} (0 is the background): "
+        "a mask with any other value is refused at upload (DICOM: matched by segment label or "
+        "ROI name). Omitted: inferred from the masks as they arrive (class_<value>, or the "
+        "DICOM segment labels / ROI names)",
+    )
 
 
 class LineageOut(BaseModel):
@@ -184,6 +200,13 @@ class AnnotationSetOut(BaseModel):
         description="MONAI Label's label tag: original (uploaded) or final (resolved)",
     )
     lineage: LineageOut | None = Field(default=None, description="resolved sets only")
+    classes: dict[str, int] = Field(
+        default_factory=dict,
+        description="{name: mask value}: declared, or inferred from the masks uploaded so far",
+    )
+    classes_declared: bool = Field(
+        default=False, description="whether the classes were declared when the set was created"
+    )
     created_at: dt.datetime
 
 
@@ -401,6 +424,9 @@ class ResultOut(BaseModel):
     ce: float
     dice_gap: float
     dice: list[float] = Field(description="teacher vs given mask, per foreground class 1..K-1")
+    dice_by_class: dict[str, float] = Field(
+        default_factory=dict, description="the same, by class name (the audit's classes)"
+    )
     changed_fraction: float
     issue_fraction: float
     figures: dict[str, float] = Field(
@@ -409,7 +435,7 @@ class ResultOut(BaseModel):
         "area_ratio, centroid_shift, boundary_iou_gap, missing_*, extra_*, "
         "confident_disagreement, uncertainty, given_pixels, predicted_pixels, and given_mm, "
         "predicted_mm (mm², mm³ for a volume) where the format has a spacing; per class as "
-        "<figure>_class_<c>",
+        "<figure>_<class name> (class_<c> where the class has no declared name)",
     )
     disagreement: str = Field(
         default="", description="the kind of disagreement in words (as in scores.csv)"
@@ -445,7 +471,9 @@ class ResultOut(BaseModel):
     )
 
     @classmethod
-    def of(cls, result: ResultRow) -> ResultOut:
+    def of(cls, result: ResultRow, class_names: Mapping[int, str] | None = None) -> ResultOut:
+        """``class_names`` (``{value: name}``) name the per-class figures."""
+        figures = result.figures or {}
         return cls(
             case_id=result.case_id,
             case=result.case.name,
@@ -456,12 +484,15 @@ class ResultOut(BaseModel):
             ce=result.ce,
             dice_gap=result.dice_gap,
             dice=result.dice,
+            dice_by_class={
+                class_label(c, class_names): d for c, d in enumerate(result.dice, start=1)
+            },
             changed_fraction=result.changed_fraction,
             issue_fraction=result.issue_fraction,
             model_uncertain=result.model_uncertain,
-            figures=result.figures or {},
-            disagreement=describe(result.figures or {}),
-            disagreement_kind=disagreement_kind(result.figures or {}),
+            figures={named_column(k, class_names): v for k, v in figures.items()},
+            disagreement=describe(figures),
+            disagreement_kind=disagreement_kind(figures),
             worst_slice=_worst_slice(result.slices),
         )
 

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from bench.evaluate import evaluate_audit
 from bench.noise import corrupt_folder
+from cli.options import CLASSES_HELP, classes_option
 from imaging.errors import InputError
 from models.audit import AuditResult, run_audit
 from models.config import AuditConfig
@@ -116,6 +117,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
             ("num_classes", args.num_classes),
             ("folds", args.folds),
             ("group_pattern", args.group_pattern),
+            ("classes", args.classes),
         )
         if v is not None
     }
@@ -221,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--num-classes", type=int, help="number of classes K incl. background (default: inferred)"
     )
+    p.add_argument("--classes", type=classes_option, metavar="NAME=VALUE,...", help=CLASSES_HELP)
     p.add_argument(
         "--folds",
         type=int,

@@ -31,6 +31,8 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
+from cli.options import CLASSES_HELP, classes_option
+
 FINISHED = ("succeeded", "failed", "cancelled")
 BATCH = 2000  # files per uploaded zip, well under the service's SEGAUDIT_MAX_FILES
 KEY_ENV = "SEGAUDIT_API_KEY"
@@ -91,6 +93,12 @@ def _parser() -> argparse.ArgumentParser:
     params.add_argument("--seed", type=int, help="random seed")
     params.add_argument("--num-classes", type=int, help="classes including background")
     params.add_argument(
+        "--classes",
+        type=classes_option,
+        metavar="NAME=VALUE,...",
+        help=f"declared on the new annotation set: {CLASSES_HELP}",
+    )
+    params.add_argument(
         "--parameters", type=json.loads, default={}, help="more parameters, as a JSON object"
     )
     out = p.add_argument_group("following and downloading")
@@ -106,7 +114,9 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if not args.api_key:
         parser.error(f"no API key: set {KEY_ENV} (or pass --api-key)")
     if args.audit is not None:
-        given = [o for o in ("images", "masks", "dataset_id") if getattr(args, o) is not None]
+        given = [
+            o for o in ("images", "masks", "dataset_id", "classes") if getattr(args, o) is not None
+        ]
         if given:
             parser.error(f"--audit follows an audit started earlier; leave out --{given[0]}")
         return
@@ -181,7 +191,8 @@ def submit(client: httpx.Client, args: argparse.Namespace, parameters: dict[str,
             print(f"dataset {dataset['id']} '{dataset['name']}': {dataset['cases']} cases")
         aset_name = args.annotation_set or default_name(args.masks)
         aset_path = f"/v1/datasets/{dataset['id']}/annotation-sets"
-        aset = _call(client, "POST", aset_path, json={"name": aset_name})
+        declared = {} if args.classes is None else {"classes": args.classes}
+        aset = _call(client, "POST", aset_path, json={"name": aset_name, **declared})
         created.append((f"annotation set {aset['id']}", f"{aset_path}/{aset['id']}"))
         masks = 0
         for batch in _zips(args.masks, "masks"):

@@ -10,11 +10,12 @@ case.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from imaging import checks
+from imaging.classes import check_declared, mask_values
 from imaging.dicom.cases import DicomPair, find_pairs
 from imaging.dicom.source import is_dicom_input
 from imaging.errors import ErrorCode, InputError
@@ -149,9 +150,12 @@ def read_case_mask(files: CaseFiles) -> Loaded:
     return read_mask(files.mask, case=files.case_id)
 
 
-def read_case(files: CaseFiles, *, limit: int, explicit: bool) -> CheckedCase:
+def read_case(
+    files: CaseFiles, *, limit: int, explicit: bool, classes: Mapping[str, int] | None = None
+) -> CheckedCase:
     """Read one case and check it: the mask on the image's grid, finite image values, class
-    indices below ``limit`` (``explicit``: the user's ``num_classes``).
+    indices below ``limit`` (``explicit``: the user's ``num_classes``) and, where ``classes``
+    are declared, only their values.
     """
     image = read_case_image(files)
     mask = read_case_mask(files)
@@ -168,4 +172,6 @@ def read_case(files: CaseFiles, *, limit: int, explicit: bool) -> CheckedCase:
     top = checks.check_mask_values(
         mask.array, name=files.mask.name, case=case, limit=limit, explicit=explicit
     )
+    if classes:
+        check_declared(mask_values(mask.array), classes, name=files.mask.name, case=case)
     return CheckedCase(files, image, mask, top)

@@ -27,6 +27,7 @@ class ErrorCode(StrEnum):
     CHANNEL_MISMATCH = "channel_mismatch"
     MASK_NOT_INTEGER = "mask_not_integer"
     MASK_OUT_OF_RANGE = "mask_out_of_range"
+    INVALID_CLASSES = "invalid_classes"  # a class declaration that names or numbers wrongly
     IMAGE_NOT_FINITE = "image_not_finite"
     NO_FOREGROUND = "no_foreground"
     TOO_FEW_CASES = "too_few_cases"

@@ -178,8 +178,9 @@ def prepare(
         masks_dir,
         size=size,
         min_cases=config.min_cases,
-        num_classes=config.num_classes,
+        num_classes=config.class_limit,
         max_classes=config.max_classes,
+        classes=config.classes,
         on_case=lambda i, n, _: report(Progress("load", 0, config.epochs, i, n)),
     )
     single = config.single_object_classes
@@ -306,7 +307,14 @@ def score(run: _Run, staging: Path) -> tuple[Verdict, list[CaseResult]]:
     results = []
     for index, (case, found) in enumerate(zip(cases, scored, strict=True)):
         finished = _finish_case(
-            case, found, verdict, index, work, staging, audit_id=config.audit_id
+            case,
+            found,
+            verdict,
+            index,
+            work,
+            staging,
+            audit_id=config.audit_id,
+            class_names=config.class_names,
         )
         results.append(finished)
         run.report(Progress("write", config.epochs, config.epochs, index + 1, len(cases)))
@@ -320,7 +328,12 @@ def publish(
     run: _Run, staging: Path, final: Verdict, results: list[CaseResult]
 ) -> dict[str, object]:
     """Write the files for people beside the masks and move everything into place."""
-    outputs.write_scores(staging / layout.SCORES, results, run.dataset.num_classes)
+    outputs.write_scores(
+        staging / layout.SCORES,
+        results,
+        run.dataset.num_classes,
+        class_names=run.dataset.class_names,
+    )
     if run.dataset.is_3d:
         outputs.write_slices(staging / layout.SLICES, results)
     info = _run_info(run, final, results)
@@ -415,6 +428,7 @@ def _score_case(
         geometry,
         kind=layout.PSEUDO,
         audit_id=config.audit_id,
+        class_names=config.class_names,
     )
     np.save(keep, pseudo)
     issue_ext, issue_geometry = issue_map_target(ext, geometry)
@@ -491,6 +505,7 @@ def _finish_case(
     staging: Path,
     *,
     audit_id: int | None,
+    class_names: dict[int, str],
 ) -> CaseResult:
     """Write the cleansed mask (the pseudo label if flagged, else the given mask)."""
     flagged = bool(verdict.flagged[index])
@@ -504,6 +519,7 @@ def _finish_case(
         case.geometry,
         kind=layout.CLEANSED,
         audit_id=audit_id,
+        class_names=class_names,
     )
     evidence = float(verdict.evidence[index])
     values = {
@@ -624,6 +640,7 @@ def _run_info(run: _Run, final: Verdict, results: list[CaseResult]) -> dict[str,
             "slices": slices,
             "is_3d": dataset.is_3d,
             "num_classes": dataset.num_classes,
+            "classes": dataset.classes,
             "in_channels": dataset.in_channels,
             "single_object_classes": list(data.single_object_classes),
             "working_size": run.size,

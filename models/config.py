@@ -7,6 +7,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
+from imaging.classes import check_classes, names_by_value
+from imaging.errors import InputError
+
 
 def _compiles(pattern: str | None) -> bool:
     if pattern is None:
@@ -82,6 +85,9 @@ class AuditConfig:
     # The service's audit this run is, named in the DICOM outputs' series descriptions so that
     # two audits' SEGs tell apart; the worker sets it (over any value given), None stand-alone.
     audit_id: int | None = None
+    # Declared classes {name: mask value} (imaging.classes): masks with other values are refused,
+    # and the names label the outputs. None: named class_<v> (or by DICOM segment labels).
+    classes: dict[str, int] | None = None
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -135,6 +141,30 @@ class AuditConfig:
         need(self.num_classes is None or self.num_classes >= 2, "num_classes must be >= 2")
         need(self.max_classes >= 2, "max_classes must be >= 2")
         need(self.audit_id is None or self.audit_id >= 1, "audit_id must be >= 1")
+        if self.classes is not None:
+            try:
+                declared = check_classes(self.classes)
+            except InputError as exc:
+                raise ValueError(f"invalid audit config: {exc.detail}") from None
+            top = max(declared.values())
+            need(
+                self.num_classes is None or top < self.num_classes,
+                f"num_classes is {self.num_classes} but class value {top} is declared",
+            )
+
+    @property
+    def class_limit(self) -> int | None:
+        """K (background included) as given: ``num_classes``, else the largest declared class
+        value + 1; None: inferred from the masks (their largest value + 1).
+        """
+        if self.num_classes is not None or not self.classes:
+            return self.num_classes
+        return max(self.classes.values()) + 1
+
+    @property
+    def class_names(self) -> dict[int, str]:
+        """The declared classes as ``{value: name}`` (``{}`` when none are declared)."""
+        return names_by_value(self.classes)
 
     @property
     def warmup(self) -> int:

@@ -7,7 +7,7 @@ written later by re-reading each mask, so no full-resolution volume is held for 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +16,7 @@ import torch
 
 from imaging import checks
 from imaging.cases import CaseFiles, find_cases, read_case
+from imaging.classes import infer_classes, names_by_value
 from imaging.errors import ErrorCode, InputError
 from imaging.geometry import Geometry
 from models.preprocess import (
@@ -54,6 +55,11 @@ class WorkingSet:
     num_classes: int
     in_channels: int
     is_3d: bool
+    classes: dict[str, int]  # {name: value}: declared, DICOM labels, or class_<v> of the values
+
+    @property
+    def class_names(self) -> dict[int, str]:
+        return names_by_value(self.classes)
 
     @property
     def case_ids(self) -> list[str]:
@@ -61,10 +67,15 @@ class WorkingSet:
 
 
 def load_case(
-    files: CaseFiles, *, size: int, limit: int, explicit: bool
+    files: CaseFiles,
+    *,
+    size: int,
+    limit: int,
+    explicit: bool,
+    classes: Mapping[str, int] | None = None,
 ) -> tuple[WorkingCase, int]:
     """Read, check and preprocess one case; return it with its largest mask value."""
-    checked = read_case(files, limit=limit, explicit=explicit)
+    checked = read_case(files, limit=limit, explicit=explicit, classes=classes)
     slices = as_slices(normalise_intensity(checked.image.array), channels=True)
     labels = as_slices(checked.mask.array.astype(np.int64), channels=False)
     grid = SliceGrid(int(labels.shape[1]), int(labels.shape[2]), size)
@@ -86,16 +97,27 @@ def load_dataset(
     min_cases: int,
     num_classes: int | None = None,
     max_classes: int = 32,
+    classes: Mapping[str, int] | None = None,
     on_case: Callable[[int, int, str], None] | None = None,
 ) -> WorkingSet:
-    """Find, check and load all cases. Raises ``InputError`` on the first problem found."""
+    """Find, check and load all cases. Raises ``InputError`` on the first problem found.
+
+    ``classes`` (declared ``{name: value}``) refuses masks with other values; ``num_classes``
+    None is the largest mask value + 1 (``AuditConfig.class_limit`` gives it).
+    """
     files = find_cases(images_dir, masks_dir)
     checks.check_case_count(len(files), min_cases=min_cases)
     limit = num_classes if num_classes is not None else max_classes
     cases: list[WorkingCase] = []
     largest = 0
     for index, case_files in enumerate(files):
-        case, top = load_case(case_files, size=size, limit=limit, explicit=num_classes is not None)
+        case, top = load_case(
+            case_files,
+            size=size,
+            limit=limit,
+            explicit=num_classes is not None,
+            classes=classes,
+        )
         if cases and case.geometry.is_3d != cases[0].geometry.is_3d:
             raise InputError(
                 ErrorCode.SHAPE_MISMATCH,
@@ -114,9 +136,18 @@ def load_dataset(
         for c in cases:
             if c.image.shape[1] != in_channels:
                 c.image = c.image.expand(-1, in_channels, -1, -1).contiguous()
+    count = num_classes if num_classes is not None else max(2, largest + 1)
     return WorkingSet(
         cases=cases,
-        num_classes=num_classes if num_classes is not None else max(2, largest + 1),
+        num_classes=count,
         in_channels=in_channels,
         is_3d=cases[0].geometry.is_3d,
+        classes=dict(classes) if classes else _found_classes(files, count),
     )
+
+
+def _found_classes(files: list[CaseFiles], num_classes: int) -> dict[str, int]:
+    """Undeclared classes: a DICOM dataset's segment labels or ROI names, else ``class_<v>``."""
+    dicom = files[0].dicom
+    named = dicom.mask.class_names() if dicom is not None else {}
+    return infer_classes(range(1, num_classes), named)

@@ -75,7 +75,7 @@ def write_scores(
                 *PHYSICAL_SIZES,
                 "worst_slice",
                 "worst_slice_dice_gap",
-                *(_renamed(name, class_names) for name in figure_cols),
+                *(named_column(name, class_names) for name in figure_cols),
             ]
         )
         for rank, r in enumerate(results, start=1):
@@ -103,7 +103,7 @@ def write_scores(
             )
 
 
-def _renamed(column: str, class_names: Mapping[int, str] | None) -> str:
+def named_column(column: str, class_names: Mapping[int, str] | None) -> str:
     """``<figure>_class_<c>`` as ``<figure>_<name>`` where the class has a name."""
     figure, sep, c = column.rpartition("_class_")
     if not sep or not c.isdigit():

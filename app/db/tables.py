@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     Float,
     ForeignKey,
@@ -122,6 +123,10 @@ class AnnotationSet(Base):
     tag: Mapped[str] = mapped_column(
         String(16), default=LabelTag.original, server_default=LabelTag.original.value
     )
+    # {name: mask value} (imaging.classes): declared at creation, or inferred from the masks as
+    # they arrive (class_<v>, or DICOM segment labels / ROI names).
+    classes: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    classes_declared: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = _created()
 
 

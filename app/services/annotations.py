@@ -2,26 +2,48 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db.tables import AnnotationSet, Case, Dataset, Mask
-from app.errors import Conflict, Invalid, NotFound
+from app.errors import Conflict, Invalid, NotFound, ServiceError
 from app.services.checks import check_mask
+from app.services.classes import Held, check_classes_of, record_classes
 from app.services.dicom import is_dicom_dataset
 from app.services.files import publishing
 from app.services.pages import Page, paginate
 from app.storage import Store
 from app.uploads import Incoming
-from imaging.errors import ErrorCode
+from imaging.classes import check_classes
+from imaging.errors import ErrorCode, InputError
 
 
 def create_annotation_set(
-    session: Session, dataset: Dataset, name: str, description: str = ""
+    session: Session,
+    dataset: Dataset,
+    name: str,
+    description: str = "",
+    classes: Mapping[str, int] | None = None,
 ) -> AnnotationSet:
-    """A new, empty set of masks for ``dataset``. Commits."""
-    aset = AnnotationSet(dataset_id=dataset.id, name=name, description=description)
+    """A new, empty set of masks for ``dataset``; ``classes`` (``{name: value}``) declared, else
+    inferred from its masks as they arrive. Commits.
+    """
+    declared: dict[str, int] = {}
+    if classes is not None:
+        try:
+            declared = check_classes(classes)
+        except InputError as exc:
+            raise ServiceError.invalid_input(exc) from None
+    aset = AnnotationSet(
+        dataset_id=dataset.id,
+        name=name,
+        description=description,
+        classes=declared,
+        classes_declared=classes is not None,
+    )
     session.add(aset)
     try:
         session.commit()
@@ -102,15 +124,18 @@ def add_masks(
                 file=item.name,
             )
         checked.append((item, case, check_mask(item, case)))
+    held = [Held(item.shown, info.max_label, info.values) for item, _, info in checked]
+    check_classes_of(aset, held)
     masks = []
     try:
         with publishing(session, store) as add_file:
-            for item, case, max_label in checked:
+            record_classes(session, aset, held)
+            for item, case, info in checked:
                 mask = Mask(
                     annotation_set_id=aset.id,
                     case=case,
                     file=add_file(item.written, item.name),
-                    max_label=max_label,
+                    max_label=info.max_label,
                 )
                 session.add(mask)
                 masks.append(mask)

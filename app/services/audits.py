@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from sqlalchemy import func, select
@@ -12,6 +13,7 @@ from app.db.enums import AuditStatus
 from app.db.tables import AnnotationSet, Audit, AuditMask, Case, Dataset, Mask
 from app.errors import Conflict, Invalid, NotFound, ServiceError, Unavailable
 from app.services.datasets import get_dataset
+from app.services.dicom import is_dicom_dataset
 from app.services.keys import Principal
 from app.services.pages import Page, paginate
 from app.services.state import compare_and_set
@@ -57,6 +59,7 @@ def submit_audit(
             .order_by(Case.name)
         )
     )
+    config = with_set_classes(session, config, aset)
     _check_masks(masks, config, aset)
     audit = Audit(
         dataset_id=dataset.id,
@@ -91,9 +94,30 @@ def submit_audit(
     return audit
 
 
+def with_set_classes(session: Session, config: AuditConfig, aset: AnnotationSet) -> AuditConfig:
+    """The audit's config with the set's classes (the one place the engine gets them from the
+    set). A DICOM set's are left to the engine, which numbers and names its segments itself
+    (their names were matched to the set's at upload). Parameters that declare other classes
+    are refused (422 ``invalid_parameters``).
+    """
+    classes = dict(aset.classes or {})
+    if config.classes is not None and config.classes != classes:
+        raise Invalid(
+            ErrorCode.INVALID_PARAMETERS,
+            f"parameters.classes {config.classes} differ from annotation set {aset.id}'s "
+            f"classes {classes}; classes are declared on the annotation set",
+        )
+    if not classes or is_dicom_dataset(session, aset.dataset_id):
+        return config
+    try:
+        return dataclasses.replace(config, classes=classes)
+    except ValueError as exc:
+        raise Invalid(ErrorCode.INVALID_PARAMETERS, str(exc)) from None
+
+
 def _check_masks(masks: list[Mask], config: AuditConfig, aset: AnnotationSet) -> None:
     """What the engine would refuse, refused now, while the caller is still listening."""
-    limit = config.num_classes if config.num_classes is not None else config.max_classes
+    limit = config.class_limit if config.class_limit is not None else config.max_classes
     try:
         checks.check_case_count(
             len(masks), min_cases=config.min_cases, what=f"annotation set {aset.id} has masks for"
@@ -106,7 +130,7 @@ def _check_masks(masks: list[Mask], config: AuditConfig, aset: AnnotationSet) ->
             checks.check_label_limit(
                 mask.max_label,
                 limit=limit,
-                explicit=config.num_classes is not None,
+                explicit=config.class_limit is not None,
                 name=mask.file.name,
             )
         except InputError as exc:

@@ -12,6 +12,7 @@ from app.db.tables import Case
 from app.errors import ServiceError
 from app.uploads import Incoming
 from imaging import checks
+from imaging.classes import mask_values
 from imaging.errors import InputError
 from imaging.formats import read_image, read_mask
 
@@ -40,8 +41,14 @@ def check_image(item: Incoming) -> ImageInfo:
     )
 
 
-def check_mask(item: Incoming, case: Case) -> int:
-    """Read a mask, check it lies on its case's grid and holds class indices; its largest one."""
+@dataclass(frozen=True)
+class MaskInfo:
+    max_label: int  # the largest class index
+    values: list[int]  # the foreground values present, ascending
+
+
+def check_mask(item: Incoming, case: Case) -> MaskInfo:
+    """Read a mask, check it lies on its case's grid and holds class indices; what it holds."""
     try:
         loaded = read_mask(item.written.path, case=item.case)
         checks.check_same_grid(
@@ -51,6 +58,7 @@ def check_mask(item: Incoming, case: Case) -> int:
             image_name=case.image.name,
             mask_name=item.name,
         )
-        return checks.check_mask_values(loaded.array, name=item.name)
+        top = checks.check_mask_values(loaded.array, name=item.name)
+        return MaskInfo(top, mask_values(loaded.array))
     except InputError as exc:
         raise ServiceError.invalid_input(exc, file=item.shown) from None

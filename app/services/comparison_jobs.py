@@ -301,8 +301,16 @@ def complete_comparison(
 
 
 def _consensus_set(session: Session, comparison: Comparison, ids: Sequence[int]) -> AnnotationSet:
-    query = select(AnnotationSet.id, AnnotationSet.name).where(AnnotationSet.id.in_(list(ids)))
-    names = {row.id: row.name for row in session.execute(query)}
+    query = select(AnnotationSet.id, AnnotationSet.name, AnnotationSet.classes).where(
+        AnnotationSet.id.in_(list(ids))
+    )
+    found = {row.id: row for row in session.execute(query)}
+    names = {i: row.name for i, row in found.items()}
+    classes: dict[str, int] = {}
+    for i in ids:  # the first set's names, then the values only later sets have
+        for n, v in (found[i].classes or {}).items():
+            if v not in classes.values():
+                classes[n if n not in classes else f"{n}_{v}"] = v
     suffix = f" (comparison {comparison.id})"
     listed = ", ".join(names[i] for i in ids)
     room = NAME_LIMIT - len("STAPLE consensus of ") - len(suffix)
@@ -315,6 +323,7 @@ def _consensus_set(session: Session, comparison: Comparison, ids: Sequence[int])
             f"A candidate set: the STAPLE consensus (SimpleITK, per class) of annotation sets "
             f"{', '.join(str(i) for i in ids)}, from comparison {comparison.id}."
         ),
+        classes=classes,
     )
     session.add(aset)
     session.flush()

@@ -33,8 +33,10 @@ from sqlalchemy.orm import Session, joinedload
 from app.db.tables import AnnotationSet, Case, Dataset, Mask, StoredFile
 from app.dicom_uploads import DicomUpload
 from app.errors import Conflict, Invalid
+from app.services.classes import Held, check_classes_of, record_classes
 from app.services.files import publishing
 from app.storage import CHUNK, Store, Written
+from imaging.classes import mask_values
 from imaging.dicom import rtstruct, seg
 from imaging.dicom.cases import case_names, find_pairs  # case names: the engine's own rule
 from imaging.dicom.labels import labels_of
@@ -277,6 +279,7 @@ class _Checked:
     kind: str  # DICOM_SEG or DICOM_RTSTRUCT
     case: Case
     max_label: int
+    names: dict[str, int]  # the classes it holds: {segment label or ROI name: class}
 
 
 def _match(
@@ -335,7 +338,11 @@ def _match(
         except InputError as exc:
             raise _refused(exc, masks_upload, file=file, folders=where) from None
         case = cases[pair.series.series_uid]
-        checked.append(_Checked(pair.mask_path, file, pair.mask.fmt, case, int(labels.max())))
+        present = set(mask_values(labels))
+        names = {n: v for n, v in pair.mask.class_names().items() if v in present}
+        checked.append(
+            _Checked(pair.mask_path, file, pair.mask.fmt, case, int(labels.max()), names)
+        )
     return checked, notes
 
 
@@ -384,9 +391,12 @@ def add_masks(
                 "new set)",
                 file=item.file,
             )
+    holds = [Held(c.file, c.max_label, names=c.names) for c in checked]
+    check_classes_of(aset, holds)
     masks = []
     try:
         with publishing(session, store) as add_file:
+            record_classes(session, aset, holds)
             for item in sorted(checked, key=lambda c: c.case.name):
                 stored = add_file(_hashed(item.path), f"{item.case.name}.dcm", item.kind)
                 mask = Mask(

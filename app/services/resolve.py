@@ -174,6 +174,8 @@ def resolve(
         description=description
         or f"resolved from audit {audit.id} of '{parent.name}' (policy {policy})",
         tag=LabelTag.final.value,
+        classes=dict(parent.classes or {}),
+        classes_declared=parent.classes_declared,
     )
     session.add(aset)
     try:

@@ -128,6 +128,7 @@ def summarise(
     inputs = {k: v for k, v in run.get("inputs", {}).items() if k not in _WORKER_PATHS}
     return {
         "engine_version": run.get("versions", {}).get("segaudit"),
+        "classes": inputs.get("classes") or audit.parameters.get("classes") or {},
         RUN_KEY: {**run, "inputs": inputs} if run.get("inputs") else dict(run),
         "cases": len(results),
         "flagged": sum(r.flagged for r in results),

@@ -16,6 +16,7 @@ from app.services.pages import Page, paginate
 from app.services.result_rows import RUN_KEY, SUMMARY, public_summary
 from app.storage import Store
 from imaging import layout
+from imaging.classes import names_by_value
 from imaging.errors import ErrorCode
 from imaging.formats import split_name
 from models import outputs
@@ -116,7 +117,9 @@ def export_zip(session: Session, store: Store, audit: Audit, dest: Path) -> Path
     ).all()
     scores = [as_case_result(r, name) for r, name in rows]
     num_classes = max((len(s.dice) for s in scores), default=1) + 1
-    outputs.write_scores(dest / layout.SCORES, scores, num_classes)
+    outputs.write_scores(
+        dest / layout.SCORES, scores, num_classes, class_names=class_names_of(audit)
+    )
     written = [layout.SCORES]
     if any(s.slices for s in scores):
         outputs.write_slices(dest / layout.SLICES, scores)
@@ -159,6 +162,19 @@ def as_case_result(row: ResultRow, name: str) -> CaseResult:
         model_uncertain=bool(row.model_uncertain),
         slices=tuple(SliceResult(**s) for s in row.slices or ()),
     )
+
+
+def audit_classes(audit: Audit) -> dict[str, int]:
+    """The audit's classes ``{name: value}``: as the engine named them (its summary), else as
+    its parameters declared them (``{}`` when neither says).
+    """
+    found = (audit.summary or {}).get("classes") or audit.parameters.get("classes") or {}
+    return {str(n): int(v) for n, v in found.items()}
+
+
+def class_names_of(audit: Audit) -> dict[int, str]:
+    """``{value: name}`` of the audit's classes, for ``models.outputs`` and the API."""
+    return names_by_value(audit_classes(audit))
 
 
 def run_record(audit: Audit) -> dict[str, Any]:

@@ -14,14 +14,15 @@ from sqlalchemy.orm import Session
 
 from app.db.enums import AuditStatus, Decision, Role
 from app.db.tables import Audit, AuditMask, Case, Correction, Mask, ResultRow, Review
-from app.errors import Conflict, Forbidden, Invalid
+from app.errors import Conflict, Forbidden, Invalid, ServiceError
 from app.services.checks import check_mask
 from app.services.files import publishing
 from app.services.keys import Principal
 from app.services.results import get_result
 from app.storage import Store
 from app.uploads import Incoming
-from imaging.errors import ErrorCode
+from imaging.classes import check_declared
+from imaging.errors import ErrorCode, InputError
 from imaging.formats import format_of, split_name
 from imaging.geometry import DICOM_RTSTRUCT, DICOM_SEG
 
@@ -184,7 +185,14 @@ def add_correction(
             file=item.name,
         )
     case = result.case
-    max_label = check_mask(Incoming(item.name, case.name, item.written), case)
+    info = check_mask(Incoming(item.name, case.name, item.written), case)
+    max_label = info.max_label
+    declared = audit.parameters.get("classes")
+    if declared:
+        try:
+            check_declared(info.values, declared, name=item.name)
+        except InputError as exc:
+            raise ServiceError.invalid_input(exc, file=item.name) from None
     classes = _classes(audit, result)
     if max_label >= classes:
         raise Invalid(

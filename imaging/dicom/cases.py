@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from imaging.classes import named_classes
 from imaging.dicom import rtstruct, seg
 from imaging.dicom.labels import PSEUDONYM_DIGITS, pseudonym
 from imaging.dicom.series import Grouped, Series, group_planes
@@ -46,6 +47,15 @@ class MaskSource:
     series: Series
     classes: dict[int, int]
     catalogue: dict[int, seg.Segment | rtstruct.Roi]
+
+    def class_names(self) -> dict[str, int]:
+        """The dataset's classes named by their segment labels or ROI names ``{name: class}``."""
+        return named_classes(
+            {
+                cls: unit.label if isinstance(unit, seg.Segment) else unit.name
+                for cls, unit in self.catalogue.items()
+            }
+        )
 
 
 @dataclass(frozen=True)

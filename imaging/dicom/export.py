@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -77,17 +78,21 @@ def write_mask(
     *,
     kind: str = CLEANSED,
     audit_id: int | None = None,
+    class_names: Mapping[int, str] | None = None,
 ) -> None:
     """Write ``labels`` ``(X, Y, Z)`` as the DICOM kind ``geometry`` was read from.
 
     ``kind`` says what the output is (``imaging.layout.CLEANSED`` or ``PSEUDO``); ``audit_id``
-    (the service's audit) goes into the series description.
+    (the service's audit) goes into the series description; ``class_names`` (``{class:
+    name}``, the declared classes) become segment labels or ROI names.
     """
     source = geometry.header
     if not isinstance(source, MaskSource):
         raise ValueError(f"cannot write {path.name}: the mask was not read from DICOM")
     build = build_seg if source.fmt == DICOM_SEG else build_rtstruct
-    build(labels, source, kind=kind, audit_id=audit_id).save_as(path, enforce_file_format=True)
+    build(labels, source, kind=kind, audit_id=audit_id, class_names=class_names).save_as(
+        path, enforce_file_format=True
+    )
 
 
 def _kind(kind: str) -> tuple[int, str, str]:
@@ -130,9 +135,16 @@ def _input_units(source: MaskSource) -> list[seg.Segment | rtstruct.Roi]:
 
 
 def build_seg(
-    labels: np.ndarray, source: MaskSource, *, kind: str = "cleansed", audit_id: int | None = None
+    labels: np.ndarray,
+    source: MaskSource,
+    *,
+    kind: str = "cleansed",
+    audit_id: int | None = None,
+    class_names: Mapping[int, str] | None = None,
 ) -> hd.seg.Segmentation:
-    """A DICOM SEG of ``labels`` ``(X, Y, Z)`` on the source series, segments as the input's."""
+    """A DICOM SEG of ``labels`` ``(X, Y, Z)`` on the source series, segments as the input's;
+    a class in ``class_names`` gets that name as its segment label and description.
+    """
     series, mask = source.series, source.obj.header
     units = _output_units(labels, source)
     lookup = np.zeros(max([int(labels.max()), *(cls for cls, _ in units)]) + 1, dtype=np.uint16)
@@ -144,6 +156,10 @@ def build_seg(
         item.SegmentNumber = number
         item.SegmentAlgorithmType = _algorithm_type(kind)
         item.SegmentAlgorithmName = ALGORITHM_NAME
+        name = (class_names or {}).get(cls)
+        if name:
+            item.SegmentLabel = name
+            item.SegmentDescription = _lo(f"{name} (class {cls})")
         item.SegmentationAlgorithmIdentificationSequence = _algorithm()
         descriptions.append(hd.seg.SegmentDescription.from_dataset(item))
     frames = lookup[labels].transpose(2, 1, 0)  # (Z, rows, cols): one frame per slice
@@ -190,9 +206,16 @@ def _copy(header: Dataset, out: Dataset, names: tuple[str, ...]) -> None:
 
 
 def build_rtstruct(
-    labels: np.ndarray, source: MaskSource, *, kind: str = "cleansed", audit_id: int | None = None
+    labels: np.ndarray,
+    source: MaskSource,
+    *,
+    kind: str = "cleansed",
+    audit_id: int | None = None,
+    class_names: Mapping[int, str] | None = None,
 ) -> Dataset:
-    """An RT Structure Set of ``labels`` ``(X, Y, Z)``: one ROI per class, contours per slice."""
+    """An RT Structure Set of ``labels`` ``(X, Y, Z)``: one ROI per class, contours per slice;
+    a class in ``class_names`` gets that name as its ROI name.
+    """
     series, mask = source.series, source.obj.header
     image = next(iter(series.headers.values()))
     now = dt.datetime.now()
@@ -246,6 +269,9 @@ def build_rtstruct(
         structure.ReferencedFrameOfReferenceUID = series.frame_of_reference_uid
         structure.ROIGenerationAlgorithm = _algorithm_type(kind)
         structure.ROIGenerationDescription = _lo(f"{ALGORITHM_NAME} {imaging.__version__}")
+        name = (class_names or {}).get(cls)
+        if name:
+            structure.ROIName = name
         structures.append(structure)
         contours.append(_roi_contours(labels == cls, series, roi_number, unit))
         observations.append(_observation(unit, roi_number, len(observations) + 1))

@@ -35,7 +35,8 @@ def broker_messages(api) -> list[dict]:
 def test_submit_answers_202_and_sends_the_audit_id_by_task_name(api, loaded):
     audit = submit(api, loaded, epochs=5)
     assert audit["status"] == "queued" and audit["cases"] == 9
-    assert audit["parameters"] == {**AuditConfig(epochs=5).to_dict(), "channels": [16, 32, 64, 128]}
+    expected = AuditConfig(epochs=5, classes={"class_1": 1}).to_dict()  # the set's classes
+    assert audit["parameters"] == {**expected, "channels": [16, 32, 64, 128]}
     assert audit["progress"]["phase"] is None and audit["error"] is None
     [message] = broker_messages(api)
     assert message["queue"] == api.settings.audit_queue
@@ -95,7 +96,8 @@ def test_inputs_are_checked_before_queueing(api, hc18, tmp_path):
     assert missing.status_code == 404
 
 
-def test_a_0_255_mask_is_refused_when_the_audit_is_submitted(api, hc18, tmp_path):
+def test_a_0_255_mask_is_refused_at_upload_before_any_audit(api, hc18, tmp_path):
+    """Issue 14: once refused only when the audit was submitted (tests/app/test_classes.py)."""
     import numpy as np
     from PIL import Image
 
@@ -105,9 +107,11 @@ def test_a_0_255_mask_is_refused_when_the_audit_is_submitted(api, hc18, tmp_path
     for mask in masks:
         array = np.asarray(Image.open(mask)).astype(np.uint8) * 255
         Image.fromarray(array).save(wide / mask.name)
-    loaded = load_dataset(api, images, sorted(wide.iterdir()))
-    response = api.post(
-        "/v1/audits", json={"dataset_id": loaded.dataset_id, "annotation_set_id": loaded.set_id}
+    dataset_id = api.post("/v1/datasets", json={"name": "d"}).json()["id"]
+    assert api.upload(f"/v1/datasets/{dataset_id}/images", images).status_code == 201
+    set_id = api.post(f"/v1/datasets/{dataset_id}/annotation-sets", json={"name": "a"}).json()["id"]
+    response = api.upload(
+        f"/v1/datasets/{dataset_id}/annotation-sets/{set_id}/masks", sorted(wide.iterdir())
     )
     assert response.status_code == 422
     assert response.json()["code"] == "mask_out_of_range"

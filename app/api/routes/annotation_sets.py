@@ -60,6 +60,8 @@ def set_out(session: Session, aset: AnnotationSet) -> AnnotationSetOut:
         masks=annotation_sets.count_masks(session, aset),
         tag=LabelTag(aset.tag),
         lineage=lineage,
+        classes=dict(aset.classes or {}),
+        classes_declared=aset.classes_declared,
         created_at=aset.created_at,
     )
 
@@ -69,7 +71,9 @@ def create_annotation_set(
     dataset: AnnotatorDatasetDep, body: AnnotationSetCreate, session: SessionDep
 ) -> AnnotationSetOut:
     """Create an empty annotation set (one annotator, team or re-annotation) for the dataset."""
-    aset = annotation_sets.create_annotation_set(session, dataset, body.name, body.description)
+    aset = annotation_sets.create_annotation_set(
+        session, dataset, body.name, body.description, body.classes
+    )
     return set_out(session, aset)
 
 

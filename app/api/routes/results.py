@@ -97,7 +97,8 @@ def list_results(
         limit=limit,
         offset=offset,
     )
-    items = [ResultOut.of(r) for r in page.items]
+    names = results.class_names_of(audit)
+    items = [ResultOut.of(r, names) for r in page.items]
     return Page(items=items, total=page.total, limit=limit, offset=offset)
 
 
@@ -116,7 +117,7 @@ def get_result(
         if getattr(result, f"{kind}_file_id") is not None
     }
     return ResultDetail(
-        **ResultOut.of(result).model_dump(),
+        **ResultOut.of(result, results.class_names_of(audit)).model_dump(),
         slices=result.slices,
         files=files,
         reviews=[ReviewOut.of(r) for r in reviews.list_reviews(session, result)],
@@ -272,7 +273,7 @@ def case_history(case_id: DbId, session: SessionDep, principal: Viewer) -> list[
             decision=notes[audit.id].decision,
             audit_status=AuditStatus(audit.status),
             audit_created_at=audit.created_at,
-            result=ResultOut.of(result),
+            result=ResultOut.of(result, results.class_names_of(audit)),
         )
         for result, audit in found
     ]
