@@ -72,3 +72,50 @@ def test_sets_with_masks_get_class_names_for_their_values(engine):
     }
     migrate.downgrade(engine, "0004")
     migrate.upgrade(engine)
+
+
+def test_an_sqlite_database_holding_masks_upgrades_from_before_the_review_loop(tmp_path):
+    """0003 copies ``annotation_sets`` (SQLite alters by copying), which ``masks`` names."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'older.db'}")
+    try:
+        migrate.upgrade(engine, "0002")
+        with engine.begin() as c:
+            c.execute(text(f"INSERT INTO projects (id, name, created_at) VALUES (1, 'p', '{NOW}')"))
+            c.execute(
+                text(
+                    "INSERT INTO datasets (id, project_id, name, description, created_at) "
+                    f"VALUES (1, 1, 'd', '', '{NOW}')"
+                )
+            )
+            c.execute(
+                text(
+                    "INSERT INTO files (id, sha256, size_bytes, name, format, created_at) "
+                    f"VALUES (1, 'x', 1, 'a.png', 'png', '{NOW}')"
+                )
+            )
+            c.execute(
+                text(
+                    "INSERT INTO cases (id, dataset_id, name, image_file_id, shape, spacing, "
+                    "affine, channels, created_at) "
+                    f"VALUES (1, 1, 'a', 1, '[2, 2]', '[1, 1]', '[]', 1, '{NOW}')"
+                )
+            )
+            c.execute(
+                text(
+                    "INSERT INTO annotation_sets (id, dataset_id, name, description, created_at) "
+                    f"VALUES (1, 1, 's', '', '{NOW}')"
+                )
+            )
+            c.execute(
+                text(
+                    "INSERT INTO masks (id, annotation_set_id, case_id, file_id, max_label, "
+                    f"created_at) VALUES (1, 1, 1, 1, 1, '{NOW}')"
+                )
+            )
+        migrate.upgrade(engine)
+        assert migrate.current(engine) == migrate.head()
+        with engine.connect() as c:
+            assert c.execute(text("SELECT annotation_set_id FROM masks")).scalar_one() == 1
+            assert c.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
+    finally:
+        engine.dispose()
