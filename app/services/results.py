@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import threading
 import zipfile
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import select
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.orm import InstrumentedAttribute, Session, contains_eager
 
 from app.db.enums import AuditStatus
 from app.db.tables import Audit, Case, Dataset, ResultRow, StoredFile
 from app.errors import Conflict, NotFound
-from app.services.pages import Page, paginate
+from app.services.pages import Page
 from app.services.result_rows import RUN_KEY, SUMMARY, public_summary
 from app.storage import Store
 from imaging import layout
@@ -42,24 +44,67 @@ def list_results(
     limit: int,
     offset: int,
 ) -> Page[ResultRow]:
-    """A page of the audit's per-case results. ``sort`` is a key of ``SORTS``, ``-`` first for
-    descending; ties are broken by case name so that pages never overlap.
+    """A page of the audit's per-case results, each with its case's name loaded. ``sort`` is a
+    key of ``SORTS``, ``-`` first for descending; ties are broken by case name so that pages
+    never overlap.
     """
     column = SORTS[sort.removeprefix("-")]
-    order = column.desc() if sort.startswith("-") else column.asc()
+    order = (column.desc() if sort.startswith("-") else column.asc(), Case.name)
+    where = [ResultRow.audit_id == audit.id]
+    if flagged is not None:
+        where.append(ResultRow.flagged.is_(flagged))
+    if min_score is not None:
+        where.append(ResultRow.noise_score >= min_score)
+    if max_score is not None:
+        where.append(ResultRow.noise_score <= max_score)
+    # The page's keys first, from narrow rows in index order (each sort has its index; the
+    # audit's cases are its dataset's, which lets "case" walk the (dataset_id, name) key), then
+    # those rows whole: a deep page never sorts or skips over the wide rows before it.
+    keys = (
+        select(ResultRow.id)
+        .join(Case, (Case.id == ResultRow.case_id) & (Case.dataset_id == audit.dataset_id))
+        .where(*where)
+        .order_by(*order)
+        .limit(limit)
+        .offset(offset)
+    )
     query = (
         select(ResultRow)
         .join(Case, Case.id == ResultRow.case_id)
-        .where(ResultRow.audit_id == audit.id)
-        .order_by(order, Case.name)
+        .where(ResultRow.id.in_(keys.scalar_subquery()))
+        .order_by(*order)
+        .options(contains_eager(ResultRow.case).load_only(Case.name))  # no query per row
     )
-    if flagged is not None:
-        query = query.where(ResultRow.flagged.is_(flagged))
-    if min_score is not None:
-        query = query.where(ResultRow.noise_score >= min_score)
-    if max_score is not None:
-        query = query.where(ResultRow.noise_score <= max_score)
-    return paginate(session, query, limit=limit, offset=offset)
+    items = list(session.scalars(query))
+    return Page(items, count_results(session, audit, where), limit, offset)
+
+
+_COUNTS_KEPT = 4096
+_counts: OrderedDict[tuple[Any, ...], int] = OrderedDict()
+_counts_lock = threading.Lock()
+
+
+def count_results(session: Session, audit: Audit, where: list[ColumnElement[bool]]) -> int:
+    """The number of the audit's results that match ``where``. A succeeded audit's results
+    never change, so its counts are kept (per process, the most recent ``_COUNTS_KEPT``), keyed
+    on the audit's id, its finish time (an id may come back after a delete on SQLite) and the
+    filter's SQL with its values.
+    """
+    query = select(func.count()).select_from(ResultRow).where(*where)
+    if audit.status != AuditStatus.succeeded or audit.finished_at is None:
+        return int(session.scalar(query) or 0)
+    compiled = query.compile()
+    key = (audit.id, audit.finished_at, str(compiled), tuple(sorted(compiled.params.items())))
+    with _counts_lock:
+        if (known := _counts.get(key)) is not None:
+            _counts.move_to_end(key)
+            return known
+    total = int(session.scalar(query) or 0)
+    with _counts_lock:
+        _counts[key] = total
+        while len(_counts) > _COUNTS_KEPT:
+            _counts.popitem(last=False)
+    return total
 
 
 def get_result(session: Session, audit: Audit, case_name: str) -> ResultRow:
