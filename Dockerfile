@@ -52,4 +52,4 @@ EXPOSE 8000
 # gives each its own check (or none).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=4 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=3)"]
-CMD ["segaudit", "serve", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["segaudit", "serve", "--host", "0.0.0.0", "--port", "8000", "--workers", "2"]

@@ -11,6 +11,7 @@ from app.api.params import MAX_ID, DbIdField
 from app.db.enums import AuditStatus, Decision, LabelTag, MaskSource, Role, Undecided
 from app.db.tables import ApiKey, Audit, Case, Correction, Mask, ResultRow, Review, StoredFile
 from app.services.result_rows import public_summary
+from app.services.results import ListedResult
 from models.config import AuditConfig
 from models.figure_names import describe, disagreement_kind
 from models.outputs import worst_slice as outputs_worst_slice
@@ -426,13 +427,13 @@ class ResultOut(BaseModel):
     )
 
     @classmethod
-    def of(cls, result: ResultRow) -> ResultOut:
+    def of(cls, result: ResultRow | ListedResult) -> ResultOut:
         return cls(
             case_id=result.case_id,
-            case=result.case.name,
+            case=result.case_name,
             rank=result.rank,
             noise_score=result.noise_score,
-            clean_prob=result.clean_prob,
+            clean_prob=1.0 - result.noise_score,
             flagged=result.flagged,
             ce=result.ce,
             dice_gap=result.dice_gap,

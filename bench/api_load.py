@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -253,8 +253,8 @@ def scratch_database(admin_url: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def serving(database_url: str, data_dir: Path, workers: int) -> Iterator[str]:
-    """``segaudit serve`` on a free loopback port, on ``database_url``; its base URL."""
+def serving(database_url: str, data_dir: Path, workers: int) -> Iterator[tuple[str, int]]:
+    """``segaudit serve`` on a free loopback port, on ``database_url``: its base URL and pid."""
     url_file = data_dir / "url"
     command = [sys.executable, "-m", "cli", "serve", "--port", "0", "--url-file", str(url_file)]
     if workers > 1:
@@ -268,7 +268,7 @@ def serving(database_url: str, data_dir: Path, workers: int) -> Iterator[str]:
     server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         base = _wait_until_ready(server, url_file, data_dir / "serve.log")
-        yield base
+        yield base, server.pid
     finally:
         server.terminate()
         try:
@@ -304,10 +304,12 @@ async def drive(
     duration: float,
     warmup: float,
     rng_seed: int,
-) -> tuple[list[float], list[str], float]:
+    cpu: Callable[[], dict[str, float]] = dict,
+) -> tuple[list[float], list[str], float, dict[str, float]]:
     """Run ``clients`` concurrent clients, one request after another each, for ``warmup`` +
     ``duration`` s; the latencies and statuses of the requests that started after the warm-up
-    and finished inside the window, and the window's length.
+    and finished inside the window, the window's length, and how much each of ``cpu()``'s
+    CPU-second counters grew in it.
     """
     path = f"/v1/audits/{seeded.audit_id}/cases"
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
@@ -316,6 +318,9 @@ async def drive(
     loop = asyncio.get_running_loop()
     start = loop.time() + warmup
     stop = start + duration
+    marks: list[dict[str, float]] = []
+    for edge in (start, stop):
+        loop.call_at(edge, lambda: marks.append(cpu()))
 
     async def client(k: int, http: httpx.AsyncClient) -> None:
         rng = random.Random(rng_seed * 1000 + k)
@@ -337,7 +342,65 @@ async def drive(
         base_url=base, headers=headers, limits=limits, timeout=timeout
     ) as http:
         await asyncio.gather(*(client(k, http) for k in range(clients)))
-    return latencies, statuses, duration
+    used = {k: round(marks[1][k] - marks[0][k], 2) for k in marks[0] if k in marks[1]}
+    return latencies, statuses, duration, used
+
+
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """User and system CPU seconds of ``pids`` so far (from /proc; 0 for a pid that is gone)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime: the stat's 14th, 15th
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and its descendants (the server's worker processes)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(stat.parent.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += children.get(pid, [])
+    return found
+
+
+def postgres_backends(database_url: str) -> list[int]:
+    """The server processes of PostgreSQL serving ``database_url``'s database now."""
+    conninfo = make_url(database_url).set(drivername="postgresql")
+    with psycopg.connect(conninfo.render_as_string(hide_password=False)) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+class CpuMeter:
+    """CPU seconds so far of this process (the clients), the server's processes, and the
+    PostgreSQL backends of the database (those that serve it through the whole window: the
+    pool's spare connections come and go, so that figure is a lower bound).
+    """
+
+    def __init__(self, server: int, database_url: str) -> None:
+        self.server, self.database_url = server, database_url
+        self.backends: set[int] | None = None
+
+    def __call__(self) -> dict[str, float]:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        now = set(postgres_backends(self.database_url))
+        self.backends = now if self.backends is None else self.backends & now
+        return {
+            "client": usage.ru_utime + usage.ru_stime,
+            "server": cpu_seconds(process_tree(self.server)),
+            "postgres": cpu_seconds(self.backends),
+        }
 
 
 def machine() -> dict[str, Any]:
@@ -389,10 +452,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         seeded = seed(engine, args.cases, Store(Path(tmp) / "storage"), rng_seed=args.seed)
         seeded_s = time.perf_counter() - started
         engine.dispose()
-        with serving(db, Path(tmp), args.workers) as base:
+        with serving(db, Path(tmp), args.workers) as (base, pid):
             before = machine()
-            cpu = resource.getrusage(resource.RUSAGE_SELF)
-            latencies, statuses, seconds = asyncio.run(
+            latencies, statuses, seconds, cpu = asyncio.run(
                 drive(
                     base,
                     seeded,
@@ -401,11 +463,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     duration=args.duration,
                     warmup=args.warmup,
                     rng_seed=args.seed,
+                    cpu=CpuMeter(pid, db),
                 )
             )
-            used = resource.getrusage(resource.RUSAGE_SELF)
     summary = summarise(latencies, statuses, seconds)
-    client_cpu = used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime
+    per_request = {k: round(1000 * v / max(summary.requests, 1), 2) for k, v in cpu.items()}
     report = {
         "summary": asdict(summary),
         "setup": {
@@ -413,7 +475,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for k in ("cases", "clients", "duration", "warmup", "workers", "seed")
         },
         "seeded_s": round(seeded_s, 1),
-        "client_cpu_s": round(client_cpu, 1),
+        "cpu_s": cpu,
+        "cpu_ms_per_request": per_request,
         "machine": before,
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
     }
@@ -424,12 +487,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{summary.errors} errors {summary.statuses}\n"
         f"  latency ms: p50 {summary.p50_ms}  p95 {summary.p95_ms}  p99 {summary.p99_ms}  "
         f"max {summary.max_ms}\n"
-        f"  load client CPU {client_cpu:.1f} s; seeded in {seeded_s:.1f} s\n"
+        f"  CPU ms per request: server {per_request.get('server')}, PostgreSQL "
+        f"{per_request.get('postgres')} (at least), load clients {per_request.get('client')}; "
+        f"seeded in {seeded_s:.1f} s\n"
         f"  machine: {before['cpu']}, {before['cores']} cores, load average "
         f"{before['load_average']} before, {report['load_average_after']} after; "
         f"Python {before['python']}"
     )
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0 if summary.requests and not summary.errors else 1
 

@@ -215,8 +215,8 @@ class ResultRow(Base):
     case: Mapped[Case] = relationship()
 
     @property
-    def clean_prob(self) -> float:
-        return 1.0 - self.noise_score
+    def case_name(self) -> str:
+        return self.case.name
 
 
 # The review loop: corrected masks, and the sets resolved from an audit's decisions.
