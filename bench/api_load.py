@@ -342,7 +342,7 @@ async def drive(
         base_url=base, headers=headers, limits=limits, timeout=timeout
     ) as http:
         await asyncio.gather(*(client(k, http) for k in range(clients)))
-    used = {k: round(marks[1][k] - marks[0][k], 2) for k in marks[0] if k in marks[1]}
+    used = {k: marks[1][k] - marks[0][k] for k in marks[0] if k in marks[1]}
     return latencies, statuses, duration, used
 
 
@@ -383,24 +383,31 @@ def postgres_backends(database_url: str) -> list[int]:
 
 
 class CpuMeter:
-    """CPU seconds so far of this process (the clients), the server's processes, and the
-    PostgreSQL backends of the database (those that serve it through the whole window: the
-    pool's spare connections come and go, so that figure is a lower bound).
+    """CPU seconds so far of this process (the clients), the server's processes, and each
+    PostgreSQL backend of the database (``postgres <pid>``: a backend counts where it served
+    through the whole window; the pool's spare connections come and go, so their sum is a
+    lower bound).
     """
 
     def __init__(self, server: int, database_url: str) -> None:
         self.server, self.database_url = server, database_url
-        self.backends: set[int] | None = None
 
     def __call__(self) -> dict[str, float]:
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        now = set(postgres_backends(self.database_url))
-        self.backends = now if self.backends is None else self.backends & now
         return {
             "client": usage.ru_utime + usage.ru_stime,
             "server": cpu_seconds(process_tree(self.server)),
-            "postgres": cpu_seconds(self.backends),
+            **{f"postgres {p}": cpu_seconds([p]) for p in postgres_backends(self.database_url)},
         }
+
+
+def by_part(used: dict[str, float]) -> dict[str, float]:
+    """``CpuMeter``'s counters summed by part: client, server, postgres."""
+    parts: dict[str, float] = {}
+    for name, seconds in used.items():
+        part = name.split()[0]
+        parts[part] = round(parts.get(part, 0.0) + seconds, 2)
+    return parts
 
 
 def machine() -> dict[str, Any]:
@@ -467,6 +474,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
     summary = summarise(latencies, statuses, seconds)
+    cpu = by_part(cpu)
     per_request = {k: round(1000 * v / max(summary.requests, 1), 2) for k, v in cpu.items()}
     report = {
         "summary": asdict(summary),

@@ -98,3 +98,18 @@ def test_seeding_writes_the_audit_that_the_listing_then_serves(tmp_path: Path, d
         for _ in range(40):
             params = api_load.dashboard_query(rng, 30)
             assert client.get(url, params=params, headers=headers).status_code == 200
+
+
+def test_cpu_is_summed_by_part_over_the_backends_seen_at_both_ends():
+    used = {"client": 1.0, "server": 4.5, "postgres 11": 0.25, "postgres 12": 0.5}
+    assert api_load.by_part(used) == {"client": 1.0, "server": 4.5, "postgres": 0.75}
+
+
+def test_this_process_s_cpu_is_read_from_proc():
+    import os
+
+    spent = api_load.cpu_seconds([os.getpid()])
+    sum(i * i for i in range(2_000_000))  # some CPU
+    assert api_load.cpu_seconds([os.getpid()]) > spent
+    assert api_load.cpu_seconds([2**22 + 12345]) == 0  # no such process
+    assert os.getpid() in api_load.process_tree(os.getppid())
