@@ -476,6 +476,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = summarise(latencies, statuses, seconds)
     cpu = by_part(cpu)
     per_request = {k: round(1000 * v / max(summary.requests, 1), 2) for k, v in cpu.items()}
+    postgres = (
+        f"{per_request['postgres']} (at least)"
+        if "postgres" in per_request
+        else "not measured (every connection was replaced during the window)"
+    )
     report = {
         "summary": asdict(summary),
         "setup": {
@@ -495,8 +500,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{summary.errors} errors {summary.statuses}\n"
         f"  latency ms: p50 {summary.p50_ms}  p95 {summary.p95_ms}  p99 {summary.p99_ms}  "
         f"max {summary.max_ms}\n"
-        f"  CPU ms per request: server {per_request.get('server')}, PostgreSQL "
-        f"{per_request.get('postgres')} (at least), load clients {per_request.get('client')}; "
+        f"  CPU ms per request: server {per_request.get('server')}, PostgreSQL {postgres}, "
+        f"load clients {per_request.get('client')}; "
         f"seeded in {seeded_s:.1f} s\n"
         f"  machine: {before['cpu']}, {before['cores']} cores, load average "
         f"{before['load_average']} before, {report['load_average_after']} after; "
