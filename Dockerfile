@@ -38,7 +38,8 @@ EXPOSE 8000
 # The API's check; compose gives the workers their own (a Celery ping).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=4 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=3)"]
-CMD ["segaudit", "serve", "--host", "0.0.0.0", "--port", "8000"]
+# Several server processes on the one port (docs/benchmarks.md: about one per CPU core).
+CMD ["segaudit", "serve", "--host", "0.0.0.0", "--port", "8000", "--workers", "2"]
 
 # The API, `segaudit db|keys|submit|storage` and Flower: no torch, MONAI or scikit-learn.
 FROM base AS api

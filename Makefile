@@ -9,7 +9,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 DEMO := build/demo
 SAMPLE := data/sample/hc18
 
-.PHONY: install demo test bench bench-quick lint lock clean
+.PHONY: install demo test bench bench-api bench-quick lint lock clean
 
 install: $(STAMP)
 
@@ -28,9 +28,17 @@ test: $(STAMP)
 	scripts/install-test-services.sh
 	$(BIN)/python -m pytest -q
 
-# The standard matrix of docs/benchmarks.md (reads ../shared/data; about 90 minutes on 2 CPU cores).
-bench: $(STAMP)
+# The standard matrix of docs/benchmarks.md (reads ../shared/data; about 90 minutes on 2 CPU cores),
+# after the API's load benchmark.
+bench: $(STAMP) bench-api
 	$(BIN)/python -m bench.matrix
+
+# The case listing under load (bench/api_load.py, about a minute): a PostgreSQL database of its own
+# on SEGAUDIT_TEST_POSTGRES (default postgres@127.0.0.1:5432), 10,000 results, `segaudit serve
+# --workers $(API_WORKERS)`, 50 clients for 20 s; prints requests/s, p50/p95/p99 and errors.
+API_WORKERS ?= 2
+bench-api: $(STAMP)
+	$(BIN)/python -m bench.api_load --workers $(API_WORKERS) --json build/api_load.json
 
 # A few minutes: the committed hc18 sample, mixed noise, one seed.
 bench-quick: $(STAMP)

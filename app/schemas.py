@@ -12,6 +12,7 @@ from app.api.params import MAX_ID, DbIdField
 from app.db.enums import AuditStatus, Decision, LabelTag, MaskSource, Role, Undecided
 from app.db.tables import ApiKey, Audit, Case, Correction, Mask, ResultRow, Review, StoredFile
 from app.services.result_rows import public_summary
+from app.services.results import ListedResult
 from imaging.classes import CLASS_NAME, MAX_VALUE, NAME_RULE
 from models.config import AuditConfig
 from models.figure_names import describe, disagreement_kind
@@ -471,15 +472,17 @@ class ResultOut(BaseModel):
     )
 
     @classmethod
-    def of(cls, result: ResultRow, class_names: Mapping[int, str] | None = None) -> ResultOut:
+    def of(
+        cls, result: ResultRow | ListedResult, class_names: Mapping[int, str] | None = None
+    ) -> ResultOut:
         """``class_names`` (``{value: name}``) name the per-class figures."""
         figures = result.figures or {}
         return cls(
             case_id=result.case_id,
-            case=result.case.name,
+            case=result.case_name,
             rank=result.rank,
             noise_score=result.noise_score,
-            clean_prob=result.clean_prob,
+            clean_prob=1.0 - result.noise_score,
             flagged=result.flagged,
             ce=result.ce,
             dice_gap=result.dice_gap,

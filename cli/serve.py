@@ -20,8 +20,11 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
+from uvicorn.supervisors import Multiprocess
 
 from app import logs
 from app.db import migrate
@@ -30,6 +33,8 @@ from app.main import create_app
 from app.settings import Settings, get_settings
 
 log = logging.getLogger("segaudit.serve")
+MAX_WORKERS = 64
+LOG_LEVEL_ENV = "SEGAUDIT_SERVE_LOG_LEVEL"  # the parent's --log-level, for its worker processes
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,6 +52,13 @@ def _parser() -> argparse.ArgumentParser:
         "--url-file", type=Path, help="write the server's URL to this file once it listens"
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes sharing the port (uvicorn's workers; about one per CPU core "
+        "serves the most requests)",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -57,7 +69,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str]) -> int:
     """``argv[0]`` is the command (``serve``), the rest its options."""
-    args = _parser().parse_args(list(argv[1:]))
+    parser = _parser()
+    args = parser.parse_args(list(argv[1:]))
+    if not 1 <= args.workers <= MAX_WORKERS:
+        parser.error(f"--workers must be within 1..{MAX_WORKERS}, not {args.workers}")
     logs.configure(args.log_level)  # one format, with request ids; uvicorn logs through it
     settings = get_settings()
     # uvicorn stops on SIGINT/SIGTERM, then raises the signal again: end with a clean exit
@@ -80,20 +95,44 @@ def main(argv: Sequence[str]) -> int:
     try:
         # uvicorn's own logging config and access log would replace ours: app.logs logs each
         # request with its id.
-        config = uvicorn.Config(
-            create_app(settings), log_level=args.log_level, log_config=None, access_log=False
-        )
-        server = uvicorn.Server(config)
+        options: dict[str, Any] = {
+            "log_level": args.log_level,
+            "log_config": None,
+            "access_log": False,
+        }
+        app = create_app(settings) if args.workers == 1 else None
         if args.url_file:  # written whole, then renamed: a reader never sees half of it
             partial = args.url_file.with_name(f".{args.url_file.name}.tmp")
             partial.write_text(url + "\n")
             partial.replace(args.url_file)
-        log.info("serving %s (API docs at %s/docs)%s", url, url, " with a worker" * bool(worker))
-        server.run(sockets=[sock])
+        shown = f" in {args.workers} processes" * (args.workers > 1)
+        log.info(
+            "serving %s%s (API docs at %s/docs)%s",
+            url,
+            shown,
+            url,
+            " with a worker" * bool(worker),
+        )
+        if app is not None:
+            uvicorn.Server(uvicorn.Config(app, **options)).run(sockets=[sock])
+        else:
+            # Each process imports the app by name (they are spawned, not forked) and reads
+            # the same settings from the environment; the log level travels there too.
+            os.environ[LOG_LEVEL_ENV] = args.log_level
+            config = uvicorn.Config(
+                "cli.serve:worker_app", factory=True, workers=args.workers, **options
+            )
+            Multiprocess(config, sockets=[sock]).run()
     finally:
         if worker is not None:
             worker.stop()
     return 0
+
+
+def worker_app() -> FastAPI:
+    """The app of one of ``--workers`` server processes, logging as the parent does."""
+    logs.configure(os.environ.get(LOG_LEVEL_ENV, "info"))
+    return create_app()
 
 
 class EmbeddedWorker:

@@ -2,7 +2,7 @@
 
 imaging  nothing of ours; no torch, no MONAI, no service code
 models   imaging
-bench    imaging, models
+bench    imaging, models (bench.api_load, the API's load benchmark, also app)
 app      imaging, models' torch-free records; never torch, MONAI or the worker
 worker   app, imaging, models
 cli      anything (each command is imported only when it runs)
@@ -27,6 +27,9 @@ MAY_IMPORT: dict[str, set[str]] = {
     "worker": {"app", "imaging", "models"},
     "cli": set(OURS),
 }
+# Single modules allowed more than their package: the API's load benchmark writes its data
+# through the service's data layer and starts the service (it never imports torch).
+MODULE_MAY_IMPORT: dict[str, set[str]] = {"bench.api_load": {"app"}}
 NEVER: dict[str, set[str]] = {
     "imaging": {"torch", "monai", "fastapi", "sqlalchemy", "celery", "redis"},
     "models": {"fastapi", "sqlalchemy", "celery", "redis"},
@@ -40,7 +43,7 @@ def violations(edges: dict[str, set[str]], libraries: dict[str, set[str]]) -> li
     found = []
     for module, targets in sorted(edges.items()):
         package = module.split(".")[0]
-        allowed = MAY_IMPORT[package] | {package}
+        allowed = MAY_IMPORT[package] | {package} | MODULE_MAY_IMPORT.get(module, set())
         found += [f"{module} -> {t}" for t in sorted(targets) if t.split(".")[0] not in allowed]
     for module, names in sorted(libraries.items()):
         banned = NEVER.get(module.split(".")[0], set())
@@ -64,6 +67,7 @@ def test_each_package_imports_only_what_its_layer_allows(package):
         ("app.x", "import torch", "app.x -> torch"),
         ("app.x", "from worker.tasks import run", "app.x -> worker.tasks"),
         ("imaging.x", "from models.config import AuditConfig", "imaging.x -> models.config"),
+        ("bench.x", "from app.db import tables", "bench.x -> app.db.tables"),
     ],
 )
 def test_the_rules_catch_a_forbidden_import(module, source, bad):

@@ -193,7 +193,12 @@ class ResultRow(Base):
     __tablename__ = "case_results"
     __table_args__ = (
         UniqueConstraint("audit_id", "case_id"),
+        # One per sort of the case listing (app.services.results.SORTS; "case" uses the
+        # cases' (dataset_id, name) key): a page is read in index order, never sorted whole.
         Index("ix_case_results_audit_id_noise_score", "audit_id", "noise_score"),
+        Index("ix_case_results_audit_id_rank", "audit_id", "rank"),
+        Index("ix_case_results_audit_id_dice_gap", "audit_id", "dice_gap"),
+        Index("ix_case_results_audit_id_changed_fraction", "audit_id", "changed_fraction"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -218,8 +223,8 @@ class ResultRow(Base):
     case: Mapped[Case] = relationship()
 
     @property
-    def clean_prob(self) -> float:
-        return 1.0 - self.noise_score
+    def case_name(self) -> str:
+        return self.case.name
 
 
 # The review loop: corrected masks, and the sets resolved from an audit's decisions.
