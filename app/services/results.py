@@ -6,7 +6,7 @@ import zipfile
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from app.db.enums import AuditStatus
@@ -45,13 +45,24 @@ def list_results(
     """A page of the audit's per-case results. ``sort`` is a key of ``SORTS``, ``-`` first for
     descending; ties are broken by case name so that pages never overlap.
     """
+    query = results_query(audit, flagged=flagged, min_score=min_score, max_score=max_score)
     column = SORTS[sort.removeprefix("-")]
     order = column.desc() if sort.startswith("-") else column.asc()
+    return paginate(session, query.order_by(order, Case.name), limit=limit, offset=offset)
+
+
+def results_query(
+    audit: Audit,
+    *,
+    flagged: bool | None = None,
+    min_score: float | None = None,
+    max_score: float | None = None,
+) -> Select[ResultRow]:
+    """The audit's results (joined to their cases), filtered, not yet ordered."""
     query = (
         select(ResultRow)
         .join(Case, Case.id == ResultRow.case_id)
         .where(ResultRow.audit_id == audit.id)
-        .order_by(order, Case.name)
     )
     if flagged is not None:
         query = query.where(ResultRow.flagged.is_(flagged))
@@ -59,7 +70,7 @@ def list_results(
         query = query.where(ResultRow.noise_score >= min_score)
     if max_score is not None:
         query = query.where(ResultRow.noise_score <= max_score)
-    return paginate(session, query, limit=limit, offset=offset)
+    return query
 
 
 def get_result(session: Session, audit: Audit, case_name: str) -> ResultRow:
