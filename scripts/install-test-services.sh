@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The Debian packages that the tests use: dicom3tools (dciodvfy, the DICOM validator), Orthanc with
-# its DICOMweb plugin (a real PACS on loopback) and docker-compose (checks the compose file where
-# no Docker daemon runs). Idempotent: it does nothing when they are installed. Where they cannot
-# be installed (no apt-get, no root or sudo) it says so; the tests that need them then skip,
-# except under CI (CI set), where this script fails instead.
+# its DICOMweb plugin (a real PACS on loopback), docker-compose (checks the compose file where
+# no Docker daemon runs) and chromium (the dashboard's browser tests, tests/ui, drive it with
+# Playwright; no browser is ever downloaded). Idempotent: it does nothing when they are
+# installed. Where they cannot be installed (no apt-get, no root or sudo) it says so; the tests
+# that need them then skip, except under CI (CI set), where this script fails instead.
 set -euo pipefail
 
 need=()
@@ -12,10 +13,11 @@ command -v Orthanc >/dev/null 2>&1 || need+=(orthanc)
 [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need+=(orthanc-dicomweb)
 # docker-compose validates docker-compose.yml (tests/test_compose.py) where no Docker daemon runs.
 command -v docker-compose >/dev/null 2>&1 || command -v docker >/dev/null 2>&1 || need+=(docker-compose)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 cannot() {
-    echo "install-test-services: $1; install ${need[*]} to run the DICOM validator and PACS tests" >&2
+    echo "install-test-services: $1; install ${need[*]} to run the DICOM validator, PACS and browser tests" >&2
     [ -z "${CI:-}" ] || exit 1
     exit 0
 }
