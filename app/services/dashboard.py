@@ -13,11 +13,21 @@ from typing import Any, Literal
 from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
-from app.db.tables import AnnotationSet, Audit, AuditMask, Case, Dataset, Mask, ResultRow, Review
+from app.db.tables import (
+    AnnotationSet,
+    Audit,
+    AuditMask,
+    Case,
+    Dataset,
+    Mask,
+    ResultRow,
+    Review,
+    StoredFile,
+)
 from app.errors import Invalid
 from app.services.annotations import count_masks
 from app.services.pages import Page, paginate
-from app.services.results import SORTS, results_query
+from app.services.results import SORTS, get_result, results_query
 from imaging.errors import ErrorCode
 from models.figure_names import FIGURES
 
@@ -149,6 +159,36 @@ def scores(session: Session, audit: Audit) -> list[tuple[float, bool]]:
         select(ResultRow.noise_score, ResultRow.flagged).where(ResultRow.audit_id == audit.id)
     )
     return [(float(s), bool(f)) for s, f in rows]
+
+
+def layer_file(session: Session, audit: Audit, case_name: str, layer: str) -> StoredFile | None:
+    """The stored file a case's ``layer`` (image, given, cleansed, issue) is drawn from, in one
+    query (None when the audit stored none); 404 when the audit has no such case.
+    """
+    if layer == "given":
+        query = (
+            select(StoredFile)
+            .join(Mask, Mask.file_id == StoredFile.id)
+            .join(AuditMask, AuditMask.mask_id == Mask.id)
+            .join(Case, Case.id == Mask.case_id)
+            .where(AuditMask.audit_id == audit.id, Case.name == case_name)
+        )
+    else:
+        column = {
+            "image": Case.image_file_id,
+            "cleansed": ResultRow.cleansed_file_id,
+            "issue": ResultRow.issue_map_file_id,
+        }[layer]
+        query = (
+            select(StoredFile)
+            .join(ResultRow, ResultRow.audit_id == audit.id)
+            .join(Case, Case.id == ResultRow.case_id)
+            .where(Case.name == case_name, StoredFile.id == column)
+        )
+    found = session.scalar(query)
+    if found is None:
+        get_result(session, audit, case_name)  # 404 for a case the audit has not
+    return found
 
 
 def given_mask(session: Session, audit: Audit, case_id: int) -> Mask | None:

@@ -1,7 +1,8 @@
 """PNG layers of a case for the dashboard: the image (windowed), the given and cleansed masks and
-the issue map, each of one plane, at most ``MAX_SIDE`` pixels a side, as RGBA that the browser
-stacks. Each is drawn once and kept under ``<storage>/ui-cache/`` by the hash of what it is drawn
-from (the stored file's SHA-256, the plane, the window, the size), so a second look is a read.
+the issue map, each of one plane, at most ``MAX_SIDE`` pixels a side, that the browser stacks
+(the image opaque, grey or colour; the others palette PNGs with transparency, a byte a pixel).
+Each is drawn once and kept under ``<storage>/ui-cache/`` by the hash of what it is drawn from
+(the stored file's SHA-256, the plane, the window, the size), so a second look is a read.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ Layer = Literal["image", "given", "cleansed", "issue"]
 LAYERS: tuple[Layer, ...] = ("image", "given", "cleansed", "issue")
 MAX_SIDE = 512
 CACHE = "ui-cache"
-VERSION = "1"  # bump when the drawing changes: old cached files are then never read
+VERSION = "2"  # bump when the drawing changes: old cached files are then never read
 # Per class (1, 2, ...): the given mask in green tones, the cleansed in magenta tones.
 GIVEN = ((0, 200, 83), (255, 214, 0), (0, 176, 255), (255, 109, 0))
 CLEANSED = ((213, 0, 249), (255, 64, 129), (124, 77, 255), (255, 23, 68))
@@ -127,32 +128,40 @@ def _fit(height: int, width: int, max_side: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _image_rgba(volume: Volume, z: int, window: Window) -> Image.Image:
+def _image_picture(volume: Volume, z: int, window: Window) -> Image.Image:
+    """The windowed plane: grey (L) or colour (RGB); one byte a channel keeps the PNG quick."""
     plane = volume.array[..., z].astype(np.float32)
     if window.center is not None and window.width is not None:
         low, high = window.center - window.width / 2, window.center + window.width / 2
     else:
         low, high = volume.low, volume.high
-    grey = np.clip((plane - low) / max(high - low, 1e-6), 0, 1) * 255
-    rgb = grey[:3] if grey.shape[0] >= 3 else np.repeat(grey[:1], 3, axis=0)
-    alpha = np.full(rgb.shape[1:], 255, np.float32)
-    return Image.fromarray(np.dstack([*rgb, alpha]).astype(np.uint8), "RGBA")
+    grey = (np.clip((plane - low) / max(high - low, 1e-6), 0, 1) * 255).astype(np.uint8)
+    if grey.shape[0] >= 3:
+        return Image.fromarray(np.dstack(list(grey[:3])), "RGB")
+    return Image.fromarray(grey[0], "L")
 
 
-def _mask_rgba(plane: np.ndarray, palette: tuple[tuple[int, int, int], ...]) -> Image.Image:
-    rgba = np.zeros((*plane.shape, 4), np.uint8)
-    for label in np.unique(plane):
-        if label <= 0:
-            continue
-        rgba[plane == label] = (*palette[(int(label) - 1) % len(palette)], FILL)
-    return Image.fromarray(rgba, "RGBA")
+def _paletted(
+    indices: np.ndarray, colours: list[tuple[int, int, int]], alphas: list[int]
+) -> Image.Image:
+    """A palette picture: ``indices`` (H, W) into ``colours``, each with its alpha."""
+    picture = Image.fromarray(indices.astype(np.uint8), "P")
+    picture.putpalette([c for colour in colours for c in colour])
+    picture.info["transparency"] = bytes(alphas)
+    return picture
 
 
-def _issue_rgba(plane: np.ndarray) -> Image.Image:
-    rgba = np.zeros((*plane.shape, 4), np.uint8)
-    rgba[..., :3] = ISSUE
-    rgba[..., 3] = np.clip(plane.astype(np.float32), 0, 255).astype(np.uint8)
-    return Image.fromarray(rgba, "RGBA")
+def _mask_picture(plane: np.ndarray, palette: tuple[tuple[int, int, int], ...]) -> Image.Image:
+    """Class ``c`` in ``palette[(c - 1) % len]`` at alpha ``FILL``; background clear."""
+    labels = np.clip(plane, 0, 255)
+    colours = [(0, 0, 0)] + [palette[(c - 1) % len(palette)] for c in range(1, 256)]
+    return _paletted(labels, colours, [0] + [FILL] * 255)
+
+
+def _issue_picture(plane: np.ndarray) -> Image.Image:
+    """The issue map in red, as opaque as its value (0..255)."""
+    values = np.clip(plane.astype(np.float32), 0, 255)
+    return _paletted(values, [ISSUE] * 256, list(range(256)))
 
 
 def render(
@@ -179,14 +188,14 @@ def render(
             f"slice {z} is outside the case's {volume.depth} slices (0..{volume.depth - 1})",
         )
     if layer == "image":
-        picture = _image_rgba(volume, z, window)
+        picture = _image_picture(volume, z, window)
         resample = Image.Resampling.BILINEAR
     else:
         plane = volume.array[0, ..., z]
         picture = (
-            _issue_rgba(plane)
+            _issue_picture(plane)
             if layer == "issue"
-            else _mask_rgba(plane, GIVEN if layer == "given" else CLEANSED)
+            else _mask_picture(plane, GIVEN if layer == "given" else CLEANSED)
         )
         resample = Image.Resampling.NEAREST
     size = _fit(picture.height, picture.width, max_side)

@@ -13,7 +13,7 @@ from html import escape
 import numpy as np
 
 WIDTH, HEIGHT = 480, 200
-PAD_L, PAD_R, PAD_T, PAD_B = 44, 12, 14, 32
+PAD_L, PAD_R, PAD_T, PAD_B = 44, 12, 24, 32
 INK = "#1f2328"  # axes and labels: 15:1 on white
 CLEAN = "#5b6b7f"
 FLAGGED = "#b3261e"
@@ -37,8 +37,8 @@ def _axes(
         f'<line x1="{x0}" y1="{PAD_T}" x2="{x0}" y2="{y0}" stroke="{INK}"/>',
         f'<text x="{(x0 + x1) / 2}" y="{HEIGHT - 4}" text-anchor="middle" fill="{INK}" '
         f'font-size="11">{escape(x_label)}</text>',
-        f'<text x="4" y="{PAD_T + 4}" fill="{INK}" font-size="11">{escape(y_label)}</text>',
-        f'<text x="{x0 - 4}" y="{PAD_T + 8}" text-anchor="end" fill="{INK}" '
+        f'<text x="{x0}" y="12" fill="{INK}" font-size="11">{escape(y_label)}</text>',
+        f'<text x="{x0 - 4}" y="{PAD_T + 4}" text-anchor="end" fill="{INK}" '
         f'font-size="10">{_num(y_max)}</text>',
         f'<text x="{x0 - 4}" y="{y0}" text-anchor="end" fill="{INK}" font-size="10">0</text>',
     ]

@@ -6,10 +6,14 @@ The browser tests are in ``tests/ui``.
 from __future__ import annotations
 
 import io
+import socket
+import threading
 import time
 
+import httpx
 import numpy as np
 import pytest
+import uvicorn
 from PIL import Image
 from sqlalchemy import select
 
@@ -38,8 +42,9 @@ def sign_in(api: Api, role: str) -> None:
 
 
 def png(data: bytes) -> np.ndarray:
+    """A PNG as RGBA (the layers are grey, colour or paletted with transparency)."""
     with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image)
+        return np.asarray(image.convert("RGBA"))
 
 
 def test_pages_need_a_valid_key(api: Api):
@@ -130,3 +135,69 @@ def test_reviews_need_a_reviewer_and_are_stored(api: Api, finished: int):
     download = api.client.get(resolved.json()["download"])
     assert download.status_code == 200
     assert download.headers["content-type"] == "application/zip"
+
+
+def test_a_512_slice_with_its_overlays_is_drawn_within_200_ms(api: Api, tmp_path):
+    """Four layers of a 512x512 slice not drawn before (the volume already read): the median
+    over six slices, from a live server on loopback.
+    """
+    import nibabel as nib
+
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:512, :512]
+    for i in range(8):
+        # A smooth body with a brighter disc and some noise, as a scan's slice looks.
+        body = 300 * np.exp(-((yy - 256) ** 2 + (xx - 256) ** 2) / 2 / 160**2)
+        disc = ((yy - 256) ** 2 + (xx - 150 - 20 * i) ** 2 < 90**2).astype(np.uint8)
+        plane = body + 80 * disc
+        volume = np.stack([plane + rng.normal(0, 5, plane.shape) for _ in range(8)], axis=2)
+        volume = volume.astype(np.float32)
+        label = np.repeat(disc[..., None], 8, axis=2)
+        nib.save(nib.Nifti1Image(volume, np.eye(4)), images / f"v{i}.nii.gz")
+        nib.save(nib.Nifti1Image(label, np.eye(4)), masks / f"v{i}.nii.gz")
+    loaded = load_dataset(api, sorted(images.iterdir()), sorted(masks.iterdir()), name="big")
+    audit_id = finish(
+        api,
+        loaded,
+        sorted(masks.iterdir()),
+        tmp_path / "out",
+        [0.9, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7],
+    )
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(api.client.app, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.02)
+        cookies = {COOKIE: api.headers["viewer"]["X-API-Key"]}
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", cookies=cookies) as client:
+            took = _draw_slices(client, f"/ui/audits/{audit_id}/cases/v0/layers")
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    print(f"4 layers of a 512x512 slice on loopback: median {took * 1000:.0f} ms")
+    assert took < 0.2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _draw_slices(client: httpx.Client, base: str) -> float:
+    """The median time to fetch the four layers of a slice not drawn before (z = 1..6)."""
+    assert client.get(f"{base}/image.png", params={"z": 0}).status_code == 200  # reads it
+    took = []
+    for z in range(1, 7):
+        started = time.perf_counter()
+        for layer in renders.LAYERS:
+            response = client.get(f"{base}/{layer}.png", params={"z": z})
+            assert response.status_code == 200
+            assert png(response.content).shape[:2] == (512, 512)
+        took.append(time.perf_counter() - started)
+    return sorted(took)[3]

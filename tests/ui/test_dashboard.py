@@ -27,7 +27,8 @@ def layer_alpha(page: Any, url: str, size: tuple[int, int]) -> np.ndarray:
     response = page.request.get(url)
     assert response.status == 200, response.text()
     with Image.open(io.BytesIO(response.body())) as image:
-        return np.asarray(image.getchannel("A").resize(size, Image.Resampling.NEAREST))
+        alpha = image.convert("RGBA").getchannel("A")
+        return np.asarray(alpha.resize(size, Image.Resampling.NEAREST))
 
 
 def scores(page: Any) -> list[float]:
@@ -144,9 +145,15 @@ def test_overlays_toggle_where_their_masks_are(page, site: Site):
     assert page.locator(".panel-side").first.is_visible()
     assert not page.locator(".panel-blended").is_visible()
     page.get_by_label("View", exact=True).select_option("blended")
+    page.get_by_label("Issue map opacity").fill("35")  # for the README's picture
+    page.screenshot(path=str(SHOTS / "case-page.png"), full_page=True)
     page.get_by_role("button", name="Zoom in").click()
     assert "scale(1.5)" in stage.get_attribute("style")
-    page.screenshot(path=str(SHOTS / "case-page.png"), full_page=True)
+    stage.hover()
+    page.mouse.down()
+    page.mouse.move(300, 300)
+    page.mouse.up()
+    assert "translate(0px, 0px)" not in stage.get_attribute("style")  # panned
 
 
 def test_three_cases_reviewed_by_keyboard(page, site: Site):

@@ -350,7 +350,7 @@ def layer_png(
     the ``window`` preset.
     """
     audit = _audit(session, principal, audit_id)
-    file = _files(session, audit, results.get_result(session, audit, case))[layer]
+    file = dashboard.layer_file(session, audit, case, layer)
     if file is None:
         raise NotFound(ErrorCode.NOT_FOUND, f"audit {audit.id} stored no {layer} for '{case}'")
     preset = WINDOWS[window]
