@@ -91,9 +91,16 @@ class _Recent:
 _recent = _Recent()
 
 
+def drawable(file: StoredFile) -> bool:
+    """Whether the dashboard can draw ``file``: a format ``imaging.formats`` reads (not yet a
+    DICOM series or a DICOM SEG/RTSTRUCT mask).
+    """
+    return format_of(Path(file.name)) is not None
+
+
 def _read(store: Store, file: StoredFile, *, is_mask: bool) -> Volume:
     """Read a stored file by its name's format (blobs have no extension: a link gives one)."""
-    if format_of(Path(file.name)) is None:
+    if not drawable(file):
         raise Invalid(
             ErrorCode.UNSUPPORTED_FORMAT,
             f"the dashboard cannot draw '{file.name}' (a {file.format} file); download it instead",

@@ -55,28 +55,34 @@ def _num(value: float) -> str:
     return f"{value:.3g}"
 
 
-def mixture(scores: Sequence[float], *, iterations: int = 200) -> list[tuple[float, float, float]]:
+def mixture(
+    scores: Sequence[float], *, iterations: int = 200, bins: int = 256
+) -> list[tuple[float, float, float]]:
     """A two-component Gaussian mixture fitted to ``scores`` (N,) by EM: ``(weight, mean, sd)``
     per component, lower mean first; ``[]`` for fewer than 4 scores or no spread.
 
-    For the histogram only: the engine's own filter fits its mixture to several disagreement
-    figures on a log scale, which has no one-dimensional picture.
+    EM runs on the scores binned ``bins`` ways (weighted by count), so 10k cases cost what 256
+    do. For the histogram only: the engine's own filter fits its mixture to several
+    disagreement figures on a log scale, which has no one-dimensional picture.
     """
-    x = np.asarray(scores, np.float64)
-    if x.size < 4 or float(x.std()) < 1e-9:
+    values = np.asarray(scores, np.float64)
+    if values.size < 4 or float(values.std()) < 1e-9:
         return []
-    mean = np.percentile(x, [25, 75]).astype(np.float64)
-    sd = np.full(2, max(float(x.std()), 1e-3))
+    counts, edges = np.histogram(values, bins)
+    x, n_x = (edges[:-1] + edges[1:]) / 2, counts.astype(np.float64)
+    mean = np.percentile(values, [25, 75]).astype(np.float64)
+    sd = np.full(2, max(float(values.std()), 1e-3))
     weight = np.array([0.5, 0.5])
+    floor = max(float(edges[1] - edges[0]), 1e-3)  # no component narrower than a bin
     for _ in range(iterations):
         density = (
             weight / (sd * math.sqrt(2 * math.pi)) * np.exp(-0.5 * ((x[:, None] - mean) / sd) ** 2)
         )
-        resp = density / np.maximum(density.sum(axis=1, keepdims=True), 1e-300)
+        resp = density / np.maximum(density.sum(axis=1, keepdims=True), 1e-300) * n_x[:, None]
         n = np.maximum(resp.sum(axis=0), 1e-9)
-        weight = n / x.size
+        weight = n / values.size
         mean = (resp * x[:, None]).sum(axis=0) / n
-        sd = np.sqrt(np.maximum((resp * (x[:, None] - mean) ** 2).sum(axis=0) / n, 1e-6))
+        sd = np.maximum(np.sqrt((resp * (x[:, None] - mean) ** 2).sum(axis=0) / n), floor)
     order = np.argsort(mean)
     return [(float(weight[i]), float(mean[i]), float(sd[i])) for i in order]
 

@@ -302,8 +302,11 @@ def case_page(
     audit = _audit(session, principal, audit_id)
     result = results.get_result(session, audit, case)
     files = _files(session, audit, result)
+    stored = {name: file for name, file in files.items() if file is not None}
+    layers = [n for n in renders.LAYERS if n in stored and renders.drawable(stored[n])]
+    undrawn = [file.name for n, file in stored.items() if n not in layers]
     image = files["image"]
-    depth = renders.depth(store, image) if image is not None else 1
+    depth = renders.depth(store, image) if image is not None and "image" in layers else 1
     queue = dashboard.review_queue(session, audit)
     names = [name for name, _ in queue]
     position = names.index(case) if case in names else None
@@ -318,7 +321,8 @@ def case_page(
         audit=audit,
         result=ResultOut.of(result),
         row=result,
-        layers=[name for name in renders.LAYERS if files[name] is not None],
+        layers=layers,
+        undrawn=undrawn,
         depth=depth,
         worst=_worst(result.slices),
         slices=result.slices or [],
