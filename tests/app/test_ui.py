@@ -80,6 +80,11 @@ def test_sort_by_a_figure_and_refuse_an_unknown_sort(api: Api, finished: int):
     assert bad.status_code == 422 and bad.json()["code"] == "invalid_parameters"
     figure = api.client.get(f"/ui/audits/{finished}", params={"sort": "-boundary_abs"})
     assert figure.status_code == 200
+    for wrong in ({"page": "0"}, {"min_score": "2"}, {"flagged": "maybe"}, {"review": "x"}):
+        refused = api.client.get(f"/ui/audits/{finished}", params=wrong)
+        assert refused.status_code == 422, (wrong, refused.text)
+        assert refused.json()["code"] == "invalid_parameters"
+        assert next(iter(wrong)) in refused.json()["detail"]
 
 
 def test_layers_are_drawn_once_and_cached(api: Api, finished: int):
@@ -280,3 +285,30 @@ def test_the_histogram_fits_two_components_and_draws_the_threshold():
     svg = charts.histogram(scored)
     assert svg.count('class="threshold"') == 1 and 'class="mixture"' in svg
     assert f"Histogram of 1000 noise scores, {sum(f for _, f in scored)} flagged" in svg
+
+
+def test_a_queued_audit_shows_its_progress_and_is_cancelled(api: Api, hc18):
+    from app.db.tables import Audit
+    from tests.app.conftest import submit
+
+    images, masks = hc18
+    audit_id = submit(api, load_dataset(api, images, masks))["id"]
+    with api.sessions() as session:  # progress as a worker reports it
+        audit = session.get(Audit, audit_id)
+        audit.status, audit.phase, audit.epoch, audit.epochs = "running", "train", 3, 10
+        audit.percent, audit.eta_seconds, audit.flagged = 31.0, 42.0, 2
+        session.commit()
+    sign_in(api, "viewer")
+    page = api.client.get(f"/ui/audits/{audit_id}")
+    assert 'data-status="running"' in page.text and 'id="cancel"' not in page.text
+    for shown in ('id="st-phase">train', 'id="st-epoch">3', 'id="st-epochs">10', "42 s"):
+        assert shown in page.text, shown
+    status = api.client.get(f"/ui/audits/{audit_id}/status").json()
+    assert status["progress"]["flagged"] == 2 and status["status"] == "running"
+    assert api.client.post(f"/ui/audits/{audit_id}/cancel").status_code == 403
+    sign_in(api, "annotator")
+    assert 'id="cancel"' in api.client.get(f"/ui/audits/{audit_id}").text
+    cancelled = api.client.post(f"/ui/audits/{audit_id}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    again = api.client.post(f"/ui/audits/{audit_id}/cancel")
+    assert again.status_code == 409 and again.json()["code"] == "audit_finished"

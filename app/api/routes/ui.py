@@ -16,7 +16,7 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from markupsafe import Markup
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.orm import Session
 from starlette.templating import Jinja2Templates
 
@@ -25,7 +25,7 @@ from app.api.params import DbId
 from app.api.routes.review_loop import _zip as send_zip
 from app.db.enums import AuditStatus, Decision, Role, Undecided
 from app.db.tables import Audit, StoredFile
-from app.errors import NotFound, Unauthorized
+from app.errors import Invalid, NotFound, Unauthorized
 from app.schemas import AuditOut, ResultOut, ReviewCreate, ReviewOut
 from app.services import (
     audits,
@@ -181,7 +181,12 @@ class Filters(BaseModel):
 def _blank_to_none(request: Request) -> Filters:
     """The filters from the query; a filter form's empty fields mean "any"."""
     given = {k: v for k, v in request.query_params.items() if v != "" and k in Filters.model_fields}
-    return Filters.model_validate(given)
+    try:
+        return Filters.model_validate(given)
+    except ValidationError as exc:
+        wrong = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        message = f"the table's query is not valid ({wrong})"
+        raise Invalid(ErrorCode.INVALID_PARAMETERS, message) from None
 
 
 def _audit(session: Session, principal: Principal, audit_id: int) -> Audit:

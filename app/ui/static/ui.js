@@ -135,9 +135,13 @@ function viewer() {
   load();
 }
 
+// Whether a key goes to a field being typed in (not to the review and view shortcuts); a
+// slider or a checkbox keeps the shortcuts working.
 function typing(event) {
-  const tag = event.target.tagName;
-  return event.ctrlKey || event.metaKey || event.altKey || ["INPUT", "TEXTAREA", "SELECT"].includes(tag);
+  const el = event.target;
+  if (event.ctrlKey || event.metaKey || event.altKey) return true;
+  if (el.tagName === "TEXTAREA" || el.tagName === "SELECT") return true;
+  return el.tagName === "INPUT" && !["range", "checkbox", "radio", "button", "submit"].includes(el.type);
 }
 
 function review() {
