@@ -6,6 +6,7 @@ The browser tests are in ``tests/ui``.
 from __future__ import annotations
 
 import io
+import re
 import socket
 import threading
 import time
@@ -65,6 +66,11 @@ def test_overview_audit_and_case_pages(api: Api, finished: int):
     assert "0 of 4</strong> flagged cases reviewed" in page.text
     assert 'class="threshold"' in page.text and 'class="mixture"' in page.text
     assert 'id="start-review"' not in page.text  # a viewer gets no review controls
+    for html in (home.text, page.text, api.client.get("/ui/login").text):
+        urls = re.findall(r'(?:src|href)="([^"]+)"', html)
+        assert urls and all(u.startswith(("/", "?", "#")) for u in urls), urls  # no CDN
+        for url in (u for u in urls if u.startswith("/ui/static/")):
+            assert api.client.get(url).status_code == 200, url
     flagged = api.client.get(f"/ui/audits/{finished}", params={"flagged": "true", "sort": "case"})
     rows = flagged.text.count('class="case-link"')
     assert rows == 4
