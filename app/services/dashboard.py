@@ -189,12 +189,3 @@ def layer_file(session: Session, audit: Audit, case_name: str, layer: str) -> St
     if found is None:
         get_result(session, audit, case_name)  # 404 for a case the audit has not
     return found
-
-
-def given_mask(session: Session, audit: Audit, case_id: int) -> Mask | None:
-    """The mask of ``case_id`` that ``audit`` checked."""
-    return session.scalar(
-        select(Mask)
-        .join(AuditMask, AuditMask.mask_id == Mask.id)
-        .where(AuditMask.audit_id == audit.id, Mask.case_id == case_id)
-    )

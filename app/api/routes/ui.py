@@ -24,7 +24,7 @@ from app.api.deps import SessionDep, StoreDep, get_principal, require
 from app.api.params import DbId
 from app.api.routes.review_loop import _zip as send_zip
 from app.db.enums import AuditStatus, Decision, Role, Undecided
-from app.db.tables import Audit, StoredFile
+from app.db.tables import Audit
 from app.errors import Invalid, NotFound, Unauthorized
 from app.schemas import AuditOut, ResultOut, ReviewCreate, ReviewOut
 from app.services import (
@@ -57,7 +57,6 @@ WINDOWS = {  # CT presets (HU) and the automatic window, as (center, width)
     "ct-bone": (400.0, 1800.0),
     "ct-brain": (40.0, 80.0),
 }
-LAYER_FILES = {"cleansed": "cleansed", "issue": "issue_map"}
 
 
 def _cookie_key(request: Request) -> str | None:
@@ -269,21 +268,6 @@ def start_review(audit_id: DbId, session: SessionDep, principal: SignedIn) -> Re
     return RedirectResponse(f"/ui/audits/{audit_id}/cases/{first}", status_code=303)
 
 
-def _files(session: Session, audit: Audit, result: Any) -> dict[str, StoredFile | None]:
-    """The stored file each layer is drawn from."""
-    mask = dashboard.given_mask(session, audit, result.case_id)
-    return {
-        "image": session.get(StoredFile, result.case.image_file_id),
-        "given": None if mask is None else session.get(StoredFile, mask.file_id),
-        "cleansed": _stored(session, result.cleansed_file_id),
-        "issue": _stored(session, result.issue_map_file_id),
-    }
-
-
-def _stored(session: Session, file_id: int | None) -> StoredFile | None:
-    return None if file_id is None else session.get(StoredFile, file_id)
-
-
 def _worst(slices: list[dict[str, Any]] | None) -> int:
     """The slice with the most pixels at issue (then the largest gap): shown first."""
     if not slices:
@@ -306,7 +290,7 @@ def case_page(
         return _login()
     audit = _audit(session, principal, audit_id)
     result = results.get_result(session, audit, case)
-    files = _files(session, audit, result)
+    files = {name: dashboard.layer_file(session, audit, case, name) for name in renders.LAYERS}
     stored = {name: file for name, file in files.items() if file is not None}
     layers = [n for n in renders.LAYERS if n in stored and renders.drawable(stored[n])]
     undrawn = [file.name for n, file in stored.items() if n not in layers]
