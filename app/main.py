@@ -23,6 +23,7 @@ from app.api.routes import (
     removal,
     results,
     review_loop,
+    ui,
 )
 from app.db.session import make_engine, make_sessions
 from app.queue import make_client
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         removal,
         review_loop,
         comparisons,
+        ui,
     ):
         app.include_router(module.router)
     app.openapi = partial(docs.truthful_openapi, app)  # type: ignore[method-assign]

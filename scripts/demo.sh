@@ -4,6 +4,8 @@
 # noise; `segaudit serve --embedded` starts the API and a worker; `segaudit submit --wait`
 # uploads the images and the noisy masks, audits them and downloads the export; `segaudit
 # evaluate` says how well the noise was found. The server is stopped however this ends.
+# It ends by printing the dashboard's address and a reviewer key to open it with, and keeps the
+# server up until Enter (or at once when stdin is not a terminal).
 # Extra audit options (e.g. "--epochs 4 --size 64" for a quick check) come in $DEMO_AUDIT_ARGS.
 set -euo pipefail
 
@@ -21,6 +23,7 @@ unset SEGAUDIT_DATABASE_URL SEGAUDIT_BROKER_URL SEGAUDIT_STORAGE_DIR SEGAUDIT_AU
 export SEGAUDIT_DATA_DIR="$PWD/$DEMO/var"
 "$BIN/segaudit" db upgrade > /dev/null
 key=$("$BIN/segaudit" keys create --project demo --role annotator --name demo 2> /dev/null)
+ui_key=$("$BIN/segaudit" keys create --project demo --role reviewer --name dashboard 2> /dev/null)
 
 "$BIN/segaudit" serve --embedded --port 0 --url-file "$DEMO/url" --log-level warning \
     > "$DEMO/serve.log" 2>&1 &
@@ -50,3 +53,8 @@ SEGAUDIT_API_KEY="$key" "$BIN/segaudit" submit --server "$url" --dataset hc18-de
 echo
 "$BIN/segaudit" evaluate --audit "$DEMO/audit" --truth "$DEMO/noise_truth.csv" \
     --true-masks "$SAMPLE/masks" --given-masks "$DEMO/noisy_masks"
+echo
+echo "demo: the QA dashboard is at $url/ui; open it with this reviewer key: $ui_key"
+if [ -t 0 ]; then
+    read -r -p "demo: press Enter to stop the server. "
+fi

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The Debian packages that the tests use: dicom3tools (dciodvfy, the DICOM validator), Orthanc with
 # its DICOMweb plugin (a real PACS on loopback), docker-compose (checks the compose file where
-# no Docker daemon runs), and PostgreSQL's and Redis's servers (throwaway ones, for the faults). Idempotent: it does nothing when they are installed. Where they cannot
-# be installed (no apt-get, no root or sudo) it says so; the tests that need them then skip,
-# except under CI (CI set), where this script fails instead.
+# no Docker daemon runs), PostgreSQL's and Redis's servers (throwaway ones, for the fault tests)
+# and chromium (the dashboard's browser tests, tests/ui, drive it with Playwright; no browser is
+# ever downloaded). Idempotent: it does nothing when they are installed. Where they cannot be
+# installed (no apt-get, no root or sudo) it says so; the tests that need them then skip, except
+# under CI (CI set), where this script fails instead.
 set -euo pipefail
 
 need=()
@@ -16,10 +18,11 @@ command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2
 # and redis-server (the shared PostgreSQL and Redis on 5432 and 6379 may run elsewhere).
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 cannot() {
-    echo "install-test-services: $1; install ${need[*]} to run the DICOM validator and PACS tests" >&2
+    echo "install-test-services: $1; install ${need[*]} to run the DICOM validator, PACS and browser tests" >&2
     [ -z "${CI:-}" ] || exit 1
     exit 0
 }

@@ -88,6 +88,16 @@ def test_the_wheel_ships_the_migrations(installed):
     assert "app/db/migrate.py" in names and "app/docs_assets.py" in names
 
 
+def test_the_wheel_ships_the_dashboard_files(installed):
+    """/ui works offline from a plain install: its templates, script and style are in the wheel."""
+    names = set((installed.parent / "names.txt").read_text().splitlines())
+    ui = ROOT / "app" / "ui"
+    shipped = {
+        str(p.relative_to(ROOT)) for p in ui.rglob("*") if p.suffix in (".html", ".js", ".css")
+    }
+    assert shipped and shipped <= names, sorted(shipped - names)
+
+
 def test_the_installed_package_migrates_from_another_folder(installed, tmp_path):
     script = (
         "import json, sys\n"

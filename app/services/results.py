@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from app.db.enums import AuditStatus
@@ -52,13 +52,7 @@ def list_results(
     """
     column = SORTS[sort.removeprefix("-")]
     order = (column.desc() if sort.startswith("-") else column.asc(), Case.name)
-    where = [ResultRow.audit_id == audit.id]
-    if flagged is not None:
-        where.append(ResultRow.flagged.is_(flagged))
-    if min_score is not None:
-        where.append(ResultRow.noise_score >= min_score)
-    if max_score is not None:
-        where.append(ResultRow.noise_score <= max_score)
+    where = result_filters(audit, flagged=flagged, min_score=min_score, max_score=max_score)
     # The page's keys first, from narrow rows in index order (each sort has its index; the
     # audit's cases are its dataset's, which lets "case" walk the (dataset_id, name) key), then
     # the columns the listing shows of those rows: a deep page never sorts or skips over the
@@ -129,6 +123,36 @@ def count_results(
         while len(_counts) > _COUNTS_KEPT:
             _counts.popitem(last=False)
     return total
+
+
+def result_filters(
+    audit: Audit,
+    *,
+    flagged: bool | None = None,
+    min_score: float | None = None,
+    max_score: float | None = None,
+) -> list[ColumnElement[bool]]:
+    """The conditions that pick the audit's results by flag and score range."""
+    where: list[ColumnElement[bool]] = [ResultRow.audit_id == audit.id]
+    if flagged is not None:
+        where.append(ResultRow.flagged.is_(flagged))
+    if min_score is not None:
+        where.append(ResultRow.noise_score >= min_score)
+    if max_score is not None:
+        where.append(ResultRow.noise_score <= max_score)
+    return where
+
+
+def results_query(
+    audit: Audit,
+    *,
+    flagged: bool | None = None,
+    min_score: float | None = None,
+    max_score: float | None = None,
+) -> Select[ResultRow]:
+    """The audit's results (joined to their cases), filtered, not yet ordered."""
+    where = result_filters(audit, flagged=flagged, min_score=min_score, max_score=max_score)
+    return select(ResultRow).join(Case, Case.id == ResultRow.case_id).where(*where)
 
 
 def get_result(session: Session, audit: Audit, case_name: str) -> ResultRow:
