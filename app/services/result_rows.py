@@ -136,6 +136,9 @@ def summarise(
         "max_noise_score": round(max(scores), 6) if scores else None,
         "filter_degenerate": engine.get("filter_degenerate"),
         "filter_reason": engine.get("filter_reason"),
+        # The flag's mixture on the evidence (models.flagging): the clean component's centre and
+        # spread and the noisy share; None for audits run before it existed.
+        "mixture": engine.get("mixture"),
         "model_uncertain": sum(bool(r.model_uncertain) for r in results),
         "durations": {
             "queued_s": round((started - audit.created_at).total_seconds(), 3),

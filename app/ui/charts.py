@@ -7,7 +7,7 @@ Each function takes plain numbers and returns the ``<svg>`` markup, with a ``<ti
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from html import escape
 
 import numpy as np
@@ -55,36 +55,21 @@ def _num(value: float) -> str:
     return f"{value:.3g}"
 
 
-def mixture(
-    scores: Sequence[float], *, iterations: int = 200, bins: int = 256
-) -> list[tuple[float, float, float]]:
-    """A two-component Gaussian mixture fitted to ``scores`` (N,) by EM: ``(weight, mean, sd)``
-    per component, lower mean first; ``[]`` for fewer than 4 scores or no spread.
-
-    EM runs on the scores binned ``bins`` ways (weighted by count), so 10k cases cost what 256
-    do. For the histogram only: the engine's own filter fits its mixture to several
-    disagreement figures on a log scale, which has no one-dimensional picture.
+def clean_density(
+    xs: np.ndarray, *, noisy_share: float, clean_centre: float, clean_spread: float
+) -> np.ndarray:
+    """The density, over noise scores ``xs`` (in (0, 1)), of the clean component that the
+    engine's flag fitted to the evidence (``models.flagging``; the audit's summary ``mixture``),
+    weighted by its share: a Gaussian on the evidence, carried onto the score's axis through
+    ``score = 1/2 + atan(evidence) / pi``.
     """
-    values = np.asarray(scores, np.float64)
-    if values.size < 4 or float(values.std()) < 1e-9:
-        return []
-    counts, edges = np.histogram(values, bins)
-    x, n_x = (edges[:-1] + edges[1:]) / 2, counts.astype(np.float64)
-    mean = np.percentile(values, [25, 75]).astype(np.float64)
-    sd = np.full(2, max(float(values.std()), 1e-3))
-    weight = np.array([0.5, 0.5])
-    floor = max(float(edges[1] - edges[0]), 1e-3)  # no component narrower than a bin
-    for _ in range(iterations):
-        density = (
-            weight / (sd * math.sqrt(2 * math.pi)) * np.exp(-0.5 * ((x[:, None] - mean) / sd) ** 2)
-        )
-        resp = density / np.maximum(density.sum(axis=1, keepdims=True), 1e-300) * n_x[:, None]
-        n = np.maximum(resp.sum(axis=0), 1e-9)
-        weight = n / values.size
-        mean = (resp * x[:, None]).sum(axis=0) / n
-        sd = np.maximum(np.sqrt((resp * (x[:, None] - mean) ** 2).sum(axis=0) / n), floor)
-    order = np.argsort(mean)
-    return [(float(weight[i]), float(mean[i]), float(sd[i])) for i in order]
+    inner = np.clip(xs, 1e-6, 1 - 1e-6)
+    evidence = np.tan(math.pi * (inner - 0.5))
+    gauss = np.exp(-0.5 * ((evidence - clean_centre) / clean_spread) ** 2) / (
+        clean_spread * math.sqrt(2 * math.pi)
+    )
+    density: np.ndarray = (1.0 - noisy_share) * gauss * math.pi * (1.0 + evidence**2)
+    return density
 
 
 def threshold(scores: Sequence[tuple[float, bool]]) -> float | None:
@@ -98,9 +83,16 @@ def threshold(scores: Sequence[tuple[float, bool]]) -> float | None:
     return (max(clean) + min(flagged)) / 2 if max(clean) < min(flagged) else min(flagged)
 
 
-def histogram(scores: Sequence[tuple[float, bool]], *, bins: int = 20) -> str:
+def histogram(
+    scores: Sequence[tuple[float, bool]],
+    *,
+    mixture: Mapping[str, float] | None = None,
+    bins: int = 20,
+) -> str:
     """Noise scores ``(score, flagged)`` in ``bins`` bins over [0, 1], flagged stacked on the
-    rest, with the flag threshold and the fitted mixture's density (scaled to counts).
+    rest, with the flag threshold and, where the audit's summary has it, the clean component of
+    the flag's own mixture (``mixture``: ``noisy_share``, ``clean_centre``, ``clean_spread``)
+    scaled to counts.
     """
     edges = np.linspace(0, 1, bins + 1)
     values = np.array([s for s, _ in scores], np.float64)
@@ -126,19 +118,20 @@ def histogram(scores: Sequence[tuple[float, bool]], *, bins: int = 20) -> str:
                     f"<title>{count} {what}, {edges[i]:.2f}-{edges[i + 1]:.2f}</title></rect>"
                 )
                 base -= h
-    fitted = mixture(values.tolist())
-    if fitted:
-        xs = np.linspace(0, 1, 121)
-        dens = sum(
-            w / (s * math.sqrt(2 * math.pi)) * np.exp(-0.5 * ((xs - m) / s) ** 2)
-            for w, m, s in fitted
+    if mixture and values.size:
+        xs = np.linspace(0, 1, 241)
+        dens = clean_density(
+            xs,
+            noisy_share=float(mixture["noisy_share"]),
+            clean_centre=float(mixture["clean_centre"]),
+            clean_spread=float(mixture["clean_spread"]),
         )
         ys = y0 - np.minimum(dens * len(values) / bins * scale, y0 - PAD_T)
         points = " ".join(f"{x0 + x * (x1 - x0):.1f},{y:.1f}" for x, y in zip(xs, ys, strict=True))
         body.append(
             f'<polyline class="mixture" points="{points}" fill="none" stroke="{CURVE}" '
-            'stroke-width="2"><title>two-component Gaussian mixture fitted to the scores'
-            "</title></polyline>"
+            'stroke-width="2"><title>the clean component of the mixture the flag was fitted '
+            "with (noise_probability = 1 - its posterior)</title></polyline>"
         )
     cut = threshold(scores)
     if cut is not None:

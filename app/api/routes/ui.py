@@ -225,7 +225,12 @@ def audit_page(
             pages=max(1, -(-page.total // PAGE)),
             count=dashboard.review_count(session, audit),
             queue=dashboard.review_queue(session, audit),
-            histogram=Markup(charts.histogram(dashboard.scores(session, audit))),
+            histogram=Markup(
+                charts.histogram(
+                    dashboard.scores(session, audit),
+                    mixture=(audit.summary or {}).get("mixture"),
+                )
+            ),
             curves=[
                 Markup(charts.curve(name, [h.get(name) for h in history]))
                 for name in ("loss", "flagged", "separation")
