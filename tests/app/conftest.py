@@ -329,6 +329,10 @@ def engine_outputs(
     outputs.write_scores(out / layout.SCORES, results, num_classes=2)  # as the engine writes it
     run = {
         "timings": {"load_s": 1.5, "train_s": 20.0, "total_s": 23.0},
-        "summary": {"filter_degenerate": False, "filter_reason": ""},
+        "summary": {
+            "filter_degenerate": False,
+            "filter_reason": "",
+            "mixture": {"noisy_share": 0.3, "clean_centre": -2.0, "clean_spread": 1.0},
+        },
     }
     return out, results, run

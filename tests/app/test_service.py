@@ -27,15 +27,42 @@ def test_errors_are_json_with_a_code(api):
     assert bad_page.status_code == 422 and "limit" in bad_page.json()["detail"]
 
 
-def test_a_500_is_json_without_a_trace(tmp_path):
-    settings = make_settings(tmp_path, "postgresql+psycopg://postgres@127.0.0.1:1/nowhere")
+def test_a_500_is_json_without_a_trace(tmp_path, monkeypatch):
+    from app.services import datasets
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret internals at /srv/segaudit")
+
+    monkeypatch.setattr(datasets, "list_datasets", broken)
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}")
+    from app.db import migrate
+    from app.db.session import make_engine
+
+    migrate.upgrade(make_engine(settings.database_url))
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         response = client.get("/v1/datasets", headers={"X-API-Key": "sa_anything"})
+        assert response.status_code == 401  # the key is checked before anything runs
+        from app.db.enums import Role
+        from app.services import keys
+
+        with client.app.state.sessions() as session:
+            _, key = keys.create_key(session, keys.get_or_create_project(session, "p"), Role.viewer)
+        response = client.get("/v1/datasets", headers={"X-API-Key": key})
     assert response.status_code == 500
     assert response.json() == {
         "code": "internal_error",
         "detail": "the server failed to handle this request; the error was logged",
     }
+
+
+def test_an_unreachable_database_is_a_503_without_a_trace(tmp_path):
+    settings = make_settings(tmp_path, "postgresql+psycopg://postgres@127.0.0.1:1/nowhere")
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        response = client.get("/v1/datasets", headers={"X-API-Key": "sa_anything"})
+    assert response.status_code == 503 and response.headers["Retry-After"]
+    body = response.json()
+    assert body["code"] == "database_unavailable"
+    assert "127.0.0.1" not in body["detail"] and "Traceback" not in body["detail"]
 
 
 def test_health_and_readiness(api, api_factory, tmp_path):

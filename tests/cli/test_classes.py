@@ -50,7 +50,7 @@ def test_submit_declares_the_classes_on_its_annotation_set(
     images, masks = hc18
     monkeypatch.setenv("SEGAUDIT_API_KEY", service.key)
     folders = ["--images", images[0].parent, "--masks", masks[0].parent]
-    code, out, err = submit(capsys, service, *folders, "--classes", "head=1")
+    code, out, err = submit(capsys, service, *folders, "--dataset", "one", "--classes", "head=1")
     assert code == 0, err
     [dataset] = service.get("/v1/datasets")["items"]
     [aset] = service.get(f"/v1/datasets/{dataset['id']}/annotation-sets")["items"]
@@ -58,6 +58,7 @@ def test_submit_declares_the_classes_on_its_annotation_set(
     [queued] = service.get("/v1/audits")["items"]
     assert queued["parameters"]["classes"] == {"head": 1}
 
-    code, _, err = submit(capsys, service, *folders, "--classes", "skull=2")
+    # Its own dataset name: the default one is dated to the second, and two runs may share it.
+    code, _, err = submit(capsys, service, *folders, "--dataset", "two", "--classes", "skull=2")
     assert code == 2 and "mask_out_of_range" in err and "skull=2" in err
     assert "deleted dataset" in err and service.get("/v1/datasets")["total"] == 1
