@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from app.db import migrate
 from app.db.session import make_engine
@@ -25,28 +25,33 @@ def engine(request, tmp_path):
     found.dispose()
 
 
+def _one_case(c: Connection) -> None:
+    """A project, a dataset, an image file and one case with ids 1, as rows (any revision)."""
+    c.execute(text(f"INSERT INTO projects (id, name, created_at) VALUES (1, 'p', '{NOW}')"))
+    c.execute(
+        text(
+            "INSERT INTO datasets (id, project_id, name, description, created_at) "
+            f"VALUES (1, 1, 'd', '', '{NOW}')"
+        )
+    )
+    c.execute(
+        text(
+            "INSERT INTO files (id, sha256, size_bytes, name, format, created_at) "
+            f"VALUES (1, 'x', 1, 'a.png', 'png', '{NOW}')"
+        )
+    )
+    c.execute(
+        text(
+            "INSERT INTO cases (id, dataset_id, name, image_file_id, shape, spacing, affine, "
+            f"channels, created_at) VALUES (1, 1, 'a', 1, '[2, 2]', '[1, 1]', '[]', 1, '{NOW}')"
+        )
+    )
+
+
 def test_sets_with_masks_get_class_names_for_their_values(engine):
     migrate.upgrade(engine, "0004")
     with engine.begin() as c:
-        c.execute(text(f"INSERT INTO projects (id, name, created_at) VALUES (1, 'p', '{NOW}')"))
-        c.execute(
-            text(
-                "INSERT INTO datasets (id, project_id, name, description, created_at) "
-                f"VALUES (1, 1, 'd', '', '{NOW}')"
-            )
-        )
-        c.execute(
-            text(
-                "INSERT INTO files (id, sha256, size_bytes, name, format, created_at) "
-                f"VALUES (1, 'x', 1, 'a.png', 'png', '{NOW}')"
-            )
-        )
-        c.execute(
-            text(
-                "INSERT INTO cases (id, dataset_id, name, image_file_id, shape, spacing, affine, "
-                f"channels, created_at) VALUES (1, 1, 'a', 1, '[2, 2]', '[1, 1]', '[]', 1, '{NOW}')"
-            )
-        )
+        _one_case(c)
         for set_id in (1, 2):
             c.execute(
                 text(
@@ -80,26 +85,7 @@ def test_an_sqlite_database_holding_masks_upgrades_from_before_the_review_loop(t
     try:
         migrate.upgrade(engine, "0002")
         with engine.begin() as c:
-            c.execute(text(f"INSERT INTO projects (id, name, created_at) VALUES (1, 'p', '{NOW}')"))
-            c.execute(
-                text(
-                    "INSERT INTO datasets (id, project_id, name, description, created_at) "
-                    f"VALUES (1, 1, 'd', '', '{NOW}')"
-                )
-            )
-            c.execute(
-                text(
-                    "INSERT INTO files (id, sha256, size_bytes, name, format, created_at) "
-                    f"VALUES (1, 'x', 1, 'a.png', 'png', '{NOW}')"
-                )
-            )
-            c.execute(
-                text(
-                    "INSERT INTO cases (id, dataset_id, name, image_file_id, shape, spacing, "
-                    "affine, channels, created_at) "
-                    f"VALUES (1, 1, 'a', 1, '[2, 2]', '[1, 1]', '[]', 1, '{NOW}')"
-                )
-            )
+            _one_case(c)
             c.execute(
                 text(
                     "INSERT INTO annotation_sets (id, dataset_id, name, description, created_at) "
