@@ -278,10 +278,15 @@ def score(run: _Run, staging: Path) -> tuple[Verdict, list[CaseResult]]:
         judged = held_out_figures(teachers, scorers, run.data, config)
     else:
         judged = run.states[0].figures
-    reference = reference_cases(np.array([f.features() for f in judged]))
-    copies = copies_per_case(len(reference))
-    is_reference = np.zeros(len(cases), bool)
-    is_reference[reference] = True
+    initial = np.array([f.features() for f in judged])
+    reference = reference_cases(initial)
+    # The known-noisy copies come from the surest cases that hold an object to corrupt: a set
+    # whose empty masks agree best (slabs without a tumour) still gets its copies.
+    has_object = np.array([bool(case.mask.any()) for case in cases])
+    sources = reference_cases(initial, eligible=has_object)
+    copies = copies_per_case(len(sources))
+    is_source = np.zeros(len(cases), bool)
+    is_source[sources] = True
     rng = np.random.default_rng(config.seed)
     scored: list[_Scored] = []
     synthetic: list[CaseFigures] = []
@@ -294,7 +299,7 @@ def score(run: _Run, staging: Path) -> tuple[Verdict, list[CaseResult]]:
             run,
             work / f"{index}.npy",
             staging,
-            copies=copies * is_reference[index],
+            copies=copies * is_source[index],
             rng=rng,
         )
         scored.append(found)
@@ -464,8 +469,8 @@ def _verdict(
     if not synthetic:
         raise InputError(
             ErrorCode.NO_FOREGROUND,
-            "no reference case holds an object to corrupt: every mask the audit is most sure of "
-            "is empty",
+            "no case holds an object to corrupt into a known-noisy copy (every mask is empty at "
+            "the working size)",
         )
     copies = np.column_stack(
         [

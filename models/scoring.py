@@ -74,13 +74,19 @@ def _reach(objects: np.ndarray) -> int:
     return int(math.ceil(0.7 * math.sqrt(area / math.pi)))
 
 
-def reference_cases(initial: np.ndarray, share: float = 0.5) -> np.ndarray:
+def reference_cases(
+    initial: np.ndarray, share: float = 0.5, *, eligible: np.ndarray | None = None
+) -> np.ndarray:
     """Indices of the ``share`` of cases that an initial disagreement ``(N, F)`` (>= 0, higher
-    worse) calls most surely clean: the lowest sums of per-figure ranks.
+    worse) calls most surely clean: the lowest sums of per-figure ranks; with ``eligible``
+    ``(N,)`` bool, only among those (at most all of them).
     """
     x = np.asarray(initial, dtype=np.float64)
     if x.ndim == 1:
         x = x[:, None]
     ranks = np.argsort(np.argsort(x, axis=0), axis=0).sum(axis=1)
     count = max(2, round(share * len(x)))
-    return np.sort(np.argsort(ranks, kind="stable")[:count])
+    order = np.argsort(ranks, kind="stable")
+    if eligible is not None:
+        order = order[np.asarray(eligible, bool)[order]]
+    return np.sort(order[:count])

@@ -27,7 +27,7 @@ def old_engine(request, tmp_path):
     else:
         url = request.getfixturevalue("fresh_pg")
     engine = make_engine(url)
-    migrate.upgrade(engine, "0004")
+    migrate.upgrade(engine, "0005")
     yield engine
     engine.dispose()
 

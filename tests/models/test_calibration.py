@@ -39,3 +39,27 @@ def test_bad_shapes_are_refused():
         calibrate(real, copies, names=NAMES[:2], reference=reference)
     with pytest.raises(ValueError, match="copies"):
         calibrate(real, copies[:0], names=NAMES, reference=reference)
+
+
+def test_reference_cases_are_the_surest_and_copies_come_from_cases_with_objects():
+    from models.scoring import reference_cases
+
+    # Ten cases, disagreement rising with the index; the five surest hold no object.
+    disagreement = np.arange(10.0)[:, None] * np.ones((1, 2))
+    assert reference_cases(disagreement).tolist() == [0, 1, 2, 3, 4]
+    holds = np.arange(10) >= 5
+    assert reference_cases(disagreement, eligible=holds).tolist() == [5, 6, 7, 8, 9]
+    only_two = np.isin(np.arange(10), [3, 8])
+    assert reference_cases(disagreement, eligible=only_two).tolist() == [3, 8]
+
+
+def test_noise_score_keeps_the_order_where_expit_would_tie():
+    from scipy.special import expit
+
+    from models.calibration import noise_score
+
+    evidence = [38.0, 40.0, 80.0, 1e6]
+    assert len({float(expit(e)) for e in evidence}) == 1  # all 1.0 in double precision
+    scores = [noise_score(e) for e in evidence]
+    assert scores == sorted(scores) and len(set(scores)) == 4 and all(0 < s < 1 for s in scores)
+    assert noise_score(0.0) == 0.5 and noise_score(-3.0) == pytest.approx(1 - noise_score(3.0))
