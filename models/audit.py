@@ -481,8 +481,8 @@ def _verdict(
     calibration = calibrate(
         real, copies, names=(*EVIDENCE, "size_atypical"), reference=reference, seed=config.seed
     )
-    # The label filter's two-component mixture once more, on the graded evidence, its noisy
-    # component shaped by the known-noisy copies (models.flagging): a posterior per case.
+    # The label filter's two-component mixture once more, on the graded evidence: a Gaussian
+    # clean group and a uniform noisy component (models.flagging), a posterior per case.
     flag = fit_flags(
         calibration.evidence,
         calibration.synthetic_evidence,

@@ -6,8 +6,7 @@ scored by the same network with the same figures. A logistic model, fitted with 
 the reference cases weighing alike, separates the two; its log-odds is each case's ``evidence``:
 continuous, never saturated, monotone in how much more the mask looks like a known-noisy copy
 than like a sure one. The noise score (``noise_score``) maps it into (0, 1) for ranking. The
-copies' own evidence shapes the noisy component of the final flag's mixture (``models.flagging``),
-whose posterior is the calibrated ``noise_probability``.
+final flag's mixture on the evidence (``models.flagging``) gives ``noise_probability``.
 """
 
 from __future__ import annotations

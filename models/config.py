@@ -63,8 +63,8 @@ class AuditConfig:
     degenerate_pass: Literal["hold", "decay"] = (
         "hold"  # a pass with no noisy group: "hold" or "decay" (to clean)
     )
-    # The final flag: a case is flagged when the mixture on the graded evidence, its noisy
-    # component shaped by the known-noisy copies (models.flagging), gives it at least this
+    # The final flag: a case is flagged when the mixture on the graded evidence (a Gaussian
+    # clean group and a uniform noisy component, models.flagging) gives it at least this
     # posterior probability of a wrong mask.
     flag_probability: float = 0.5
     filter_every: int = 2  # epochs between label-filter passes after the warm-up

@@ -1,4 +1,4 @@
-"""The final flag: a mixture whose noisy component is shaped by the known-noisy copies."""
+"""The final flag: a clean Gaussian and a uniform noisy component on the evidence."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from models.flagging import fit_flags
 
 
 def _sets(rng: np.random.Generator, clean: int, noisy: int) -> tuple[np.ndarray, np.ndarray]:
-    """Evidence of ``clean`` + ``noisy`` cases, and of 200 copies shaped like the noisy ones."""
+    """Evidence of ``clean`` + ``noisy`` cases, and of 200 known-noisy copies."""
     evidence = np.concatenate([rng.normal(-3.0, 1.5, clean), rng.normal(5.0, 2.5, noisy)])
     return evidence, rng.normal(5.0, 2.5, 200)
 
@@ -20,7 +20,7 @@ def test_a_noisy_share_is_found_and_flagged_with_few_mistakes(rng):
     truth = np.arange(60) >= 36
     assert 0.3 <= fit.noisy_share <= 0.5, fit.noisy_share
     assert (fit.flagged & truth).sum() >= 22  # recall >= 0.9
-    assert (fit.flagged & ~truth).sum() <= 1
+    assert (fit.flagged & ~truth).sum() <= 2  # precision >= 0.9
     assert fit.clean_centre == pytest.approx(-3.0, abs=0.8)
     assert fit.reason == ""
 
@@ -33,15 +33,14 @@ def test_a_clean_set_gets_almost_no_flags_and_says_why(rng):
 
 
 def test_with_nothing_flagged_the_reason_names_the_highest_probability(rng):
-    fit = fit_flags(rng.normal(0.0, 1.0, 40), rng.normal(30.0, 1.0, 100))
+    fit = fit_flags(rng.normal(0.0, 1.0, 40), rng.normal(2.0, 1.0, 100))
     assert not fit.flagged.any()
-    assert "no case looks more like the known-noisy copies" in fit.reason
+    assert "no case lies beyond what the clean group explains" in fit.reason
 
 
 def test_the_probability_is_monotone_in_the_evidence_and_zero_below_the_clean_centre(rng):
     evidence, copies = _sets(rng, 40, 20)
-    # A case far beyond every copy: the kernel estimate of the copies thins out there faster
-    # than the clean Gaussian may, yet the case must stay at least as suspect as the others.
+    # A case far beyond every copy stays at least as suspect as the others.
     evidence = np.append(evidence, 60.0)
     fit = fit_flags(evidence, copies)
     order = np.argsort(evidence)
