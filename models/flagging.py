@@ -27,7 +27,7 @@ from scipy.stats import norm
 MAX_ITERATIONS = 500
 TOLERANCE = 1e-8
 START_SHARES = (1.0, 0.8, 0.6)  # EM starts from the lowest cases' share
-MIN_SHARE = 1e-6  # the noisy share stays above 0, so that its log stays finite
+MIN_SHARE = 1e-6  # the noisy share stays inside (0, 1), so that its log-odds stay finite
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,7 @@ def _em(
     """
     start = e[e <= np.quantile(e, lower)]
     centre, spread = float(np.median(start)), max(float(np.std(start)), floor)
+    max_share = min(max_share, 1.0 - MIN_SHARE)  # the odds share / (1 - share) stay finite
     share = float(np.clip(1.0 - lower, 0.05, max_share))
     for _ in range(MAX_ITERATIONS):
         posterior = _posterior(e, log_noisy, share, centre, spread)
