@@ -62,7 +62,7 @@ CaseName = Annotated[str, Depends(_case_name)]
 ReviewerAnnotationSetDep = Annotated[AnnotationSet, Depends(annotation_set_dep(Role.reviewer))]
 
 
-def _zip(store: Store, build: Callable[[Path], Path]) -> FileResponse:
+def send_zip(store: Store, build: Callable[[Path], Path]) -> FileResponse:
     """Send the zip ``build(folder)`` writes into a private folder, removed once sent."""
     folder = store.new_folder()
     try:
@@ -168,7 +168,7 @@ def export_set(aset: AnnotationSetDep, session: SessionDep, store: StoreDep) -> 
     `original` or `final`), with `manifest.csv`: case, file, source, decision, reviewer, time,
     settled_by.
     """
-    return _zip(store, lambda folder: exports.export_set(session, store, aset, folder))
+    return send_zip(store, lambda folder: exports.export_set(session, store, aset, folder))
 
 
 @router.get(
@@ -180,7 +180,7 @@ def export_cleansed(audit: AuditDep, session: SessionDep, store: StoreDep) -> Fi
     """The audit's cleansed masks as tag `cleansed`: `labels/cleansed/<case><ext>` with
     `manifest.csv` (each case's latest decision, if any).
     """
-    return _zip(store, lambda folder: exports.export_cleansed(session, store, audit, folder))
+    return send_zip(store, lambda folder: exports.export_cleansed(session, store, audit, folder))
 
 
 @router.post(

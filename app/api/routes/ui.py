@@ -22,7 +22,7 @@ from starlette.templating import Jinja2Templates
 
 from app.api.deps import SessionDep, StoreDep, get_principal, require
 from app.api.params import DbId
-from app.api.routes.review_loop import _zip as send_zip
+from app.api.routes.review_loop import send_zip
 from app.db.enums import AuditStatus, Decision, Role, Undecided
 from app.db.tables import Audit
 from app.errors import Invalid, NotFound, Unauthorized
@@ -219,8 +219,9 @@ def audit_page(
             offset=(filters.page - 1) * PAGE,
         )
         history = results.run_history(audit)
+        names = results.class_names_of(audit)
         context.update(
-            rows=[ResultOut.of(r) for r in page.items],
+            rows=[ResultOut.of(r, names) for r in page.items],
             total=page.total,
             pages=max(1, -(-page.total // PAGE)),
             count=dashboard.review_count(session, audit),
@@ -313,7 +314,7 @@ def case_page(
         "case.html",
         principal,
         audit=audit,
-        result=ResultOut.of(result),
+        result=ResultOut.of(result, results.class_names_of(audit)),
         row=result,
         layers=layers,
         undrawn=undrawn,
