@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app import docs_assets, logs
 from app.api import docs, errors
+from app.api.deps import Remembered
 from app.api.limits import BodyLimit
 from app.api.routes import (
     annotation_sets,
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessions = make_sessions(engine)
     app.state.store = Store(settings.storage, staging_max_age_s=settings.staging_max_age_s)
     app.state.celery = celery
+    app.state.remembered = Remembered.new(settings.access_cache_s)
     errors.install(app)
     docs_assets.install(app)
     for module in (

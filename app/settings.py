@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     # none, turns DICOMweb through the API off: the service would otherwise send requests to any
     # address a caller names. "*" allows every server.
     dicomweb_servers: Annotated[list[str], NoDecode] = []
+    # How long a server process trusts what it looked up about an API key (its project and
+    # role) or a succeeded audit (for the case listing) before it looks again. A key revoked
+    # or an audit deleted through one process is forgotten by that process at once; the other
+    # processes (`serve --workers`, other hosts) honour it for at most this long. 0: look up
+    # on every request.
+    access_cache_s: NonNegativeFloat = 5.0
 
     @field_validator("cors_origins", "dicomweb_servers", mode="before")
     @classmethod

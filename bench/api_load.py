@@ -1,15 +1,17 @@
 """Load on the case listing (``make bench-api``): ``GET /v1/audits/{id}/cases`` on loopback.
 
     python -m bench.api_load [--cases 10000] [--clients 50] [--duration 20] [--warmup 3]
-                             [--workers N] [--postgres URL] [--json FILE]
+                             [--workers N] [--client raw|httpx] [--postgres URL]
+                             [--json FILE]
 
 Bounded and self-contained: it makes a PostgreSQL database of its own (dropped at the end),
 migrates it, inserts one finished audit with ``--cases`` results through the service's data
 layer (``save_results``, the worker's own writer; no audit is run), starts the API as the
 deployment does (``segaudit serve``, with ``--workers`` processes), then runs ``--clients``
-concurrent keep-alive clients for ``--duration`` seconds after ``--warmup``, each asking what a
-dashboard asks (a sort, sometimes a filter, mostly the first pages, sometimes a deep one). It
-prints requests/s, latency percentiles, errors and the machine it ran on.
+concurrent keep-alive clients (``RawClient``, or httpx) for ``--duration`` seconds after
+``--warmup``, each asking what a dashboard asks (a sort, sometimes a filter, mostly the first
+pages, sometimes a deep one). It prints requests/s, latency percentiles, errors and the
+machine it ran on.
 
 The API is the one part of the service a benchmark drives from outside, so this module (alone
 in ``bench/``) imports ``app`` (tests/test_layers.py names it).
@@ -31,10 +33,11 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import psycopg
@@ -295,6 +298,66 @@ def _wait_until_ready(server: subprocess.Popen[bytes], url_file: Path, log: Path
     raise RuntimeError(f"segaudit serve did not answer within 60 s:\n{log.read_text()}")
 
 
+class RawClient:
+    """One keep-alive HTTP/1.1 connection that sends GETs and reads whole answers, as a load
+    generator (wrk, ab) does: a status line, headers and a ``Content-Length`` or chunked body,
+    nothing more. A tenth of httpx's CPU per request, so that on a machine whose cores the
+    server shares, the clients take less of them (``--client httpx`` measures with httpx).
+    """
+
+    def __init__(self, base: str, headers: dict[str, str], timeout: float) -> None:
+        url = httpx.URL(base)
+        self.host, self.port = url.host, url.port or 80
+        self.timeout = timeout
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.head = f"Host: {self.host}:{self.port}\r\n{extra}\r\n".encode()
+        self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def get(self, path: str, params: dict[str, str]) -> tuple[int, bytes]:
+        """``(status, body)`` of ``GET path?params``; raises ``OSError``/``ValueError`` (and
+        drops the connection) when the answer does not come or cannot be read."""
+        target = f"{path}?{urlencode(params)}" if params else path
+        try:
+            return await asyncio.wait_for(self._get(target), self.timeout)
+        except (OSError, ValueError, asyncio.IncompleteReadError, TimeoutError):
+            await self.close()
+            raise
+
+    async def _get(self, target: str) -> tuple[int, bytes]:
+        if self.streams is None:
+            self.streams = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self.streams
+        writer.write(b"GET " + target.encode() + b" HTTP/1.1\r\n" + self.head)
+        head = await reader.readuntil(b"\r\n\r\n")
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        status = int(status_line.split(" ", 2)[1])
+        fields = {
+            k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines if x)
+        }
+        if "content-length" in fields:
+            body = await reader.readexactly(int(fields["content-length"]))
+        elif fields.get("transfer-encoding", "").lower() == "chunked":
+            parts = []
+            while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+                parts.append(await reader.readexactly(size))
+                await reader.readexactly(2)
+            await reader.readuntil(b"\r\n")
+            body = b"".join(parts)
+        else:
+            raise ValueError("an answer with neither Content-Length nor chunks")
+        if fields.get("connection", "").lower() == "close":
+            await self.close()
+        return status, body
+
+    async def close(self) -> None:
+        if self.streams is not None:
+            writer = self.streams[1]
+            self.streams = None
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+
 async def drive(
     base: str,
     seeded: Seeded,
@@ -305,12 +368,16 @@ async def drive(
     warmup: float,
     rng_seed: int,
     cpu: Callable[[], dict[str, float]] = dict,
+    client_kind: str = "raw",
 ) -> tuple[list[float], list[str], float, dict[str, float]]:
     """Run ``clients`` concurrent clients, one request after another each, for ``warmup`` +
     ``duration`` s; the latencies and statuses of the requests that started after the warm-up
     and finished inside the window, the window's length, and how much each of ``cpu()``'s
-    CPU-second counters grew in it.
+    CPU-second counters grew in it. ``client_kind`` is ``raw`` (``RawClient``, a connection
+    each) or ``httpx`` (one ``httpx.AsyncClient`` pool).
     """
+    if client_kind not in ("raw", "httpx"):
+        raise ValueError(f"client_kind must be raw or httpx, not {client_kind!r}")
     path = f"/v1/audits/{seeded.audit_id}/cases"
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     latencies: list[float] = []
@@ -322,14 +389,12 @@ async def drive(
     for edge in (start, stop):
         loop.call_at(edge, lambda: marks.append(cpu()))
 
-    async def client(k: int, http: httpx.AsyncClient) -> None:
+    async def client(k: int, get: Callable[[dict[str, str]], Awaitable[int]]) -> None:
         rng = random.Random(rng_seed * 1000 + k)
         while (sent := loop.time()) < stop:
             try:
-                response = await http.get(path, params=dashboard_query(rng, cases))
-                await response.aread()
-                status = str(response.status_code)
-            except httpx.HTTPError as exc:
+                status = str(await get(dashboard_query(rng, cases)))
+            except (httpx.HTTPError, OSError, ValueError, asyncio.IncompleteReadError) as exc:
                 status = type(exc).__name__
             done = loop.time()
             if sent >= start and done <= stop:
@@ -337,11 +402,32 @@ async def drive(
                 statuses.append(status)
 
     headers = {"X-API-Key": seeded.key}
-    timeout = httpx.Timeout(30.0)
-    async with httpx.AsyncClient(
-        base_url=base, headers=headers, limits=limits, timeout=timeout
-    ) as http:
-        await asyncio.gather(*(client(k, http) for k in range(clients)))
+    if client_kind == "raw":
+        raws = [RawClient(base, headers, 30.0) for _ in range(clients)]
+
+        def raw_get(raw: RawClient) -> Callable[[dict[str, str]], Awaitable[int]]:
+            async def get(params: dict[str, str]) -> int:
+                return (await raw.get(path, params))[0]
+
+            return get
+
+        try:
+            await asyncio.gather(*(client(k, raw_get(raws[k])) for k in range(clients)))
+        finally:
+            for raw in raws:
+                await raw.close()
+    else:
+        timeout = httpx.Timeout(30.0)
+        async with httpx.AsyncClient(
+            base_url=base, headers=headers, limits=limits, timeout=timeout
+        ) as http:
+
+            async def httpx_get(params: dict[str, str]) -> int:
+                response = await http.get(path, params=params)
+                await response.aread()
+                return response.status_code
+
+            await asyncio.gather(*(client(k, httpx_get) for k in range(clients)))
     used = {k: marks[1][k] - marks[0][k] for k in marks[0] if k in marks[1]}
     return latencies, statuses, duration, used
 
@@ -438,6 +524,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=1, help="server processes")
     parser.add_argument("--seed", type=int, default=0, help="the data's and the clients' seed")
     parser.add_argument("--postgres", default=POSTGRES, help="a PostgreSQL server to use")
+    parser.add_argument(
+        "--client",
+        choices=("raw", "httpx"),
+        default="raw",
+        help="the load clients: raw keep-alive HTTP/1.1 (cheap, as wrk) or httpx",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     return parser
 
@@ -471,6 +563,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     warmup=args.warmup,
                     rng_seed=args.seed,
                     cpu=CpuMeter(pid, db),
+                    client_kind=args.client,
                 )
             )
     summary = summarise(latencies, statuses, seconds)
@@ -485,7 +578,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "summary": asdict(summary),
         "setup": {
             k: getattr(args, k)
-            for k in ("cases", "clients", "duration", "warmup", "workers", "seed")
+            for k in ("cases", "clients", "duration", "warmup", "workers", "seed", "client")
         },
         "seeded_s": round(seeded_s, 1),
         "cpu_s": cpu,
@@ -495,7 +588,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     print(
         f"GET /v1/audits/{{id}}/cases over {args.cases} results, {args.clients} clients, "
-        f"{args.workers} server process(es), {summary.seconds:.0f} s measured\n"
+        f"{args.workers} server process(es), {args.client} clients, "
+        f"{summary.seconds:.0f} s measured\n"
         f"  {summary.per_second:.1f} requests/s answered 200; {summary.requests} requests, "
         f"{summary.errors} errors {summary.statuses}\n"
         f"  latency ms: p50 {summary.p50_ms}  p95 {summary.p95_ms}  p99 {summary.p99_ms}  "

@@ -78,7 +78,7 @@ def main(argv: Sequence[str]) -> int:
         with make_sessions(engine)() as session:
             if command == "storage":
                 return _storage_gc(session, Store(settings.storage), settings, args.dry_run)
-            return _keys(session, args)
+            return _keys(session, args, settings)
     except SQLAlchemyError as exc:
         url = engine.url.render_as_string()
         print(f"segaudit {command}: database {url}: {type(exc).__name__}", file=sys.stderr)
@@ -117,7 +117,7 @@ def _db(engine: Engine, args: argparse.Namespace) -> int:
     return 0
 
 
-def _keys(session: Session, args: argparse.Namespace) -> int:
+def _keys(session: Session, args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "create":
         project = keys.get_or_create_project(session, args.project)
         key, secret = keys.create_key(session, project, Role(args.role), args.name)
@@ -138,7 +138,10 @@ def _keys(session: Session, args: argparse.Namespace) -> int:
         except ServiceError as exc:
             print(f"segaudit keys: {exc.detail}", file=sys.stderr)
             return 2
-        print(f"key {key.id} revoked")
+        print(
+            f"key {key.id} revoked; running API processes stop honouring it within "
+            f"{settings.access_cache_s:g} s (SEGAUDIT_ACCESS_CACHE_S)"
+        )
         return 0
     for key in keys.list_keys(session, project.id):
         state = "revoked" if key.revoked_at else "active"

@@ -6,6 +6,7 @@ annotations name their closure's ``role``, need theirs evaluated when they are d
 """
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import cache
 from typing import Annotated
 
@@ -20,8 +21,9 @@ from app.db.enums import Role
 from app.db.tables import AnnotationSet, Audit, Dataset
 from app.errors import Forbidden, Unauthorized
 from app.queue import send_audit
-from app.services import annotations, audits, datasets, keys
+from app.services import annotations, audits, datasets, keys, listing
 from app.services.audits import Enqueue
+from app.services.kept import Kept
 from app.services.keys import Principal
 from app.settings import Settings
 from app.storage import Store
@@ -62,13 +64,52 @@ def get_enqueue(request: Request, settings: SettingsDep) -> Enqueue:
 EnqueueDep = Annotated[Enqueue, Depends(get_enqueue)]
 
 
-def get_principal(session: SessionDep, key: Annotated[str | None, Security(api_key)]) -> Principal:
+@dataclass(frozen=True)
+class Remembered:
+    """What a server process remembers between requests, each for ``Settings.access_cache_s``
+    at most: valid keys' principals, and settled audits by project (for the case listing). A
+    key revoked, or an audit deleted, through this process is forgotten at once; the other
+    processes honour it until their memory of it expires.
+    """
+
+    principals: Kept[str, Principal]
+    audits: Kept[tuple[int, int], listing.SettledAudit]
+
+    @classmethod
+    def new(cls, ttl: float) -> "Remembered":
+        return cls(keys.principal_memory(ttl), listing.audit_memory(ttl))
+
+    def forget_key(self, key_id: int) -> None:
+        self.principals.drop_where(lambda _, p: p.key_id == key_id)
+
+    def forget_audits(self) -> None:
+        self.audits.clear()
+
+
+async def get_remembered(request: Request) -> Remembered:  # async: no trip to the thread pool
+    remembered: Remembered = request.app.state.remembered
+    return remembered
+
+
+RememberedDep = Annotated[Remembered, Depends(get_remembered)]
+
+
+def principal_of(session: Session, key: str | None, remembered: Remembered) -> Principal:
+    """The caller of ``key`` (401 for none, or one unknown or revoked)."""
     if not key:
         raise Unauthorized(ErrorCode.MISSING_KEY, "send an API key in the X-API-Key header")
-    principal = keys.authenticate(session, key)
+    principal = keys.authenticate(session, key, remembered.principals)
     if principal is None:
         raise Unauthorized(ErrorCode.INVALID_KEY, "the API key is not valid (unknown or revoked)")
     return principal
+
+
+def get_principal(
+    session: SessionDep,
+    key: Annotated[str | None, Security(api_key)],
+    remembered: RememberedDep,
+) -> Principal:
+    return principal_of(session, key, remembered)
 
 
 @cache

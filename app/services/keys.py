@@ -13,6 +13,7 @@ from app.db.base import utcnow
 from app.db.enums import Role
 from app.db.tables import ApiKey, Project
 from app.errors import NotFound
+from app.services.kept import Kept
 from imaging.errors import ErrorCode
 
 KEY_PREFIX = "sa_"
@@ -73,14 +74,37 @@ def create_key(
     return key, secret
 
 
-def authenticate(session: Session, secret: str) -> Principal | None:
-    """The principal of a valid, unrevoked key, else None."""
+KEYS_KEPT = 10_000  # principals a server process remembers (``principal_memory``)
+
+
+def principal_memory(ttl: float) -> Kept[str, Principal]:
+    """Where a server process remembers valid keys' principals, by the key's hash, for ``ttl``
+    seconds (0: never)."""
+    return Kept(KEYS_KEPT, ttl=ttl)
+
+
+def authenticate(
+    session: Session, secret: str, kept: Kept[str, Principal] | None = None
+) -> Principal | None:
+    """The principal of a valid, unrevoked key, else None; one that ``kept`` remembers is not
+    looked up again, and one looked up is remembered there."""
+    digest = hash_key(secret)
+    if kept is not None and (known := kept.get(digest)) is not None:
+        return known
     key = session.scalar(
-        select(ApiKey).where(ApiKey.key_hash == hash_key(secret), ApiKey.revoked_at.is_(None))
+        select(ApiKey).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
     )
     if key is None:
         return None
-    return Principal(key.id, key.project_id, Role(key.role), key.name)
+    principal = Principal(key.id, key.project_id, Role(key.role), key.name)
+    if kept is not None:
+        kept.put(digest, principal)
+    return principal
+
+
+def remembered_principal(kept: Kept[str, Principal], secret: str) -> Principal | None:
+    """The principal ``kept`` remembers for ``secret``, without asking the database."""
+    return kept.get(hash_key(secret))
 
 
 def list_keys(session: Session, project_id: int) -> list[ApiKey]:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import threading
 import zipfile
-from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +14,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from app.db.enums import AuditStatus
 from app.db.tables import Audit, Case, Dataset, ResultRow, StoredFile
 from app.errors import Conflict, NotFound
+from app.services import listing
 from app.services.pages import Page
 from app.services.result_rows import RUN_KEY, SUMMARY, public_summary
 from app.storage import Store
@@ -35,45 +35,72 @@ SORTS: dict[str, InstrumentedAttribute[Any]] = {
 }
 
 
-def list_results(
+def rendered_page(
     session: Session,
-    audit: Audit,
-    *,
-    flagged: bool | None = None,
-    min_score: float | None = None,
-    max_score: float | None = None,
-    sort: str = "-noise_score",
-    limit: int,
-    offset: int,
-) -> Page[ListedResult]:
-    """A page of the audit's per-case results, each with its case's name. ``sort`` is a
-    key of ``SORTS``, ``-`` first for descending; ties are broken by case name so that pages
-    never overlap.
+    audit: Audit | listing.SettledAudit,
+    query: listing.Query,
+    render: Callable[[ListedResult], bytes],
+) -> tuple[list[bytes], int]:
+    """``query``'s page of the audit's per-case results, each as ``render`` writes it, and how
+    many results match. ``query.sort`` is a key of ``SORTS``, ``-`` first for descending; ties
+    are broken by case name so that pages never overlap. A settled audit's page is picked in
+    memory and its rows kept (``app.services.listing``); any other's by SQL.
     """
-    column = SORTS[sort.removeprefix("-")]
-    order = (column.desc() if sort.startswith("-") else column.asc(), Case.name)
-    where = result_filters(audit, flagged=flagged, min_score=min_score, max_score=max_score)
+    if isinstance(audit, Audit) and not listing.is_settled(audit):
+        page = sql_page(session, audit, query)
+        return [render(r) for r in page.items], page.total
+    database = listing.database_of(session)
+    ids, total = listing.order_of(session, audit, SORTS).page(query)
+    rows = listing.kept_rows(database, audit, ids)
+    missing = [i for i, row in zip(ids, rows, strict=True) if row is None]
+    if missing:
+        found = {
+            row.id: ListedResult(**_listed(row._mapping))
+            for row in session.execute(
+                select(ResultRow.id, *_LISTED_COLUMNS, Case.name.label("case_name"))
+                .join(Case, Case.id == ResultRow.case_id)
+                .where(ResultRow.id.in_(missing))
+            )
+        }
+        if len(found) < len(missing):  # deleted since its order was read (by another process)
+            raise NotFound(ErrorCode.NOT_FOUND, f"audit {audit.id} has been deleted")
+        for i in missing:
+            listing.keep_row(database, audit, i, data := render(found[i]))
+            rows[ids.index(i)] = data
+    return [r for r in rows if r is not None], total
+
+
+def sql_page(session: Session, audit: Audit, query: listing.Query) -> Page[ListedResult]:
+    """``query``'s page ordered, filtered and counted by the database."""
+    column = SORTS[query.sort.removeprefix("-")]
+    order = (column.desc() if query.sort.startswith("-") else column.asc(), Case.name)
+    where = result_filters(
+        audit, flagged=query.flagged, min_score=query.min_score, max_score=query.max_score
+    )
     # The page's keys first, from narrow rows in index order (each sort has its index; the
     # audit's cases are its dataset's, which lets "case" walk the (dataset_id, name) key), then
-    # the columns the listing shows of those rows: a deep page never sorts or skips over the
-    # wide rows before it, and no row becomes an ORM object.
+    # the columns the listing shows of those rows: no row becomes an ORM object.
     keys = (
         select(ResultRow.id)
         .join(Case, (Case.id == ResultRow.case_id) & (Case.dataset_id == audit.dataset_id))
         .where(*where)
         .order_by(*order)
-        .limit(limit)
-        .offset(offset)
+        .limit(query.limit)
+        .offset(query.offset)
     )
-    query = (
-        select(*(getattr(ResultRow, f) for f in _LISTED), Case.name.label("case_name"))
+    page_query = (
+        select(*_LISTED_COLUMNS, Case.name.label("case_name"))
         .join(Case, Case.id == ResultRow.case_id)
         .where(ResultRow.id.in_(keys.scalar_subquery()))
         .order_by(*order)
     )
-    items = [ListedResult(**row._mapping) for row in session.execute(query)]
-    filters = (flagged, min_score, max_score)
-    return Page(items, count_results(session, audit, where, filters), limit, offset)
+    items = [ListedResult(**row._mapping) for row in session.execute(page_query)]
+    count = session.scalar(select(func.count()).select_from(ResultRow).where(*where))
+    return Page(items, int(count or 0), query.limit, query.offset)
+
+
+def _listed(row: Any) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k != "id"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,34 +122,9 @@ class ListedResult:
     slices: list[dict[str, Any]] | None
 
 
-_LISTED = [f.name for f in fields(ListedResult) if f.name != "case_name"]
-_COUNTS_KEPT = 4096
-_counts: OrderedDict[tuple[Any, ...], int] = OrderedDict()
-_counts_lock = threading.Lock()
-
-
-def count_results(
-    session: Session, audit: Audit, where: list[ColumnElement[bool]], filters: tuple[Any, ...]
-) -> int:
-    """The number of the audit's results that match ``where`` (made from ``filters``). A
-    succeeded audit's results never change, so its counts are kept (per process, the most
-    recent ``_COUNTS_KEPT``), keyed on the audit's id, its finish time (an id may come back
-    after a delete on SQLite) and the filters.
-    """
-    query = select(func.count()).select_from(ResultRow).where(*where)
-    if audit.status != AuditStatus.succeeded or audit.finished_at is None:
-        return int(session.scalar(query) or 0)
-    key = (audit.id, audit.finished_at, *filters)
-    with _counts_lock:
-        if (known := _counts.get(key)) is not None:
-            _counts.move_to_end(key)
-            return known
-    total = int(session.scalar(query) or 0)
-    with _counts_lock:
-        _counts[key] = total
-        while len(_counts) > _COUNTS_KEPT:
-            _counts.popitem(last=False)
-    return total
+_LISTED_COLUMNS = [
+    getattr(ResultRow, f.name) for f in fields(ListedResult) if f.name != "case_name"
+]
 
 
 def result_filters(

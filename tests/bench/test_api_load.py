@@ -4,6 +4,7 @@ Not timed: ``make bench-api`` measures; these check that what it measures is rig
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 import typing
@@ -113,3 +114,48 @@ def test_this_process_s_cpu_is_read_from_proc():
     assert api_load.cpu_seconds([os.getpid()]) > spent
     assert api_load.cpu_seconds([2**22 + 12345]) == 0  # no such process
     assert os.getpid() in api_load.process_tree(os.getppid())
+
+
+def test_the_raw_client_reads_sized_and_chunked_answers_on_one_connection():
+    """``RawClient`` against a real socket: a Content-Length answer, a chunked one, the same
+    connection kept, and a server that closes mid-answer reported as an error."""
+    answers = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello",
+        b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",  # then the server closes
+    ]
+    seen: list[bytes] = []
+    connections = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        for answer in answers:
+            seen.append(await reader.readuntil(b"\r\n\r\n"))
+            writer.write(answer)
+            await writer.drain()
+        writer.close()
+
+    async def run() -> list[object]:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = api_load.RawClient(f"http://127.0.0.1:{port}", {"X-API-Key": "k"}, 5.0)
+        got: list[object] = [
+            await client.get("/v1/x", {"sort": "-rank", "limit": "50"}),
+            await client.get("/v1/y", {}),
+        ]
+        try:
+            await client.get("/v1/z", {})
+        except asyncio.IncompleteReadError as exc:
+            got.append(type(exc).__name__)
+        await client.close()
+        server.close()
+        await server.wait_closed()
+        return got
+
+    got = asyncio.run(run())
+    assert got == [(200, b"hello"), (404, b"abcde"), "IncompleteReadError"]
+    assert connections == 1
+    assert seen[0].startswith(b"GET /v1/x?sort=-rank&limit=50 HTTP/1.1\r\n")
+    assert b"\r\nX-API-Key: k\r\n" in seen[0] and seen[1].startswith(b"GET /v1/y HTTP/1.1\r\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -31,7 +32,7 @@ def test_keys_create_list_revoke(monkeypatch, capsys, db_url, tmp_path):
     )
     assert code == 0 and "not shown again" in err
     [secret] = out.split()
-    app = create_app(make_settings(tmp_path, db_url))
+    app = create_app(make_settings(tmp_path, db_url, access_cache_s=0.5))
     with app.state.sessions() as session:
         [row] = session.scalars(select(ApiKey)).all()
         stored = [str(getattr(row, c.key)) for c in ApiKey.__table__.columns]
@@ -49,7 +50,9 @@ def test_keys_create_list_revoke(monkeypatch, capsys, db_url, tmp_path):
         code, out, _ = run(
             monkeypatch, db_url, capsys, "keys", "revoke", "--project", "lab", "--id", str(row.id)
         )
-        assert code == 0
+        assert code == 0 and "within 5 s (SEGAUDIT_ACCESS_CACHE_S)" in out
+        # The API remembers a valid key for access_cache_s; past that it asks again.
+        time.sleep(0.6)
         assert client.get("/v1/datasets", headers=headers).status_code == 401
 
     code, _, err = run(monkeypatch, db_url, capsys, "keys", "list", "--project", "nobody")

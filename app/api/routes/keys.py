@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.deps import Admin, SessionDep
+from app.api.deps import Admin, RememberedDep, SessionDep
 from app.api.docs import errors_of
 from app.api.params import DbId
 from app.db.tables import Project
@@ -29,6 +29,11 @@ def create_key(body: KeyCreate, session: SessionDep, principal: Admin) -> KeyCre
 
 
 @router.post("/{key_id}/revoke", responses=errors_of(404))
-def revoke_key(key_id: DbId, session: SessionDep, principal: Admin) -> KeyOut:
-    """Revoke a key: it stops working at once. Revoking twice is harmless."""
-    return KeyOut.of(keys.revoke_key(session, principal.project_id, key_id))
+def revoke_key(
+    key_id: DbId, session: SessionDep, principal: Admin, remembered: RememberedDep
+) -> KeyOut:
+    """Revoke a key: it stops working at once in this server process, and in the others within
+    `SEGAUDIT_ACCESS_CACHE_S` (5 s by default). Revoking twice is harmless."""
+    revoked = keys.revoke_key(session, principal.project_id, key_id)
+    remembered.forget_key(revoked.id)
+    return KeyOut.of(revoked)

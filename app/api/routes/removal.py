@@ -15,6 +15,7 @@ from app.api.deps import (
     Annotator,
     AnnotatorAnnotationSetDep,
     AnnotatorDatasetDep,
+    RememberedDep,
     SessionDep,
     StoreDep,
     audit_dep,
@@ -42,7 +43,11 @@ def _admin_once_audited(principal: Principal, audited: bool, what: str) -> None:
 
 @router.delete("/v1/datasets/{dataset_id}", responses=errors_of(404, 409))
 def delete_dataset(
-    dataset: AnnotatorDatasetDep, principal: Annotator, session: SessionDep, store: StoreDep
+    dataset: AnnotatorDatasetDep,
+    principal: Annotator,
+    session: SessionDep,
+    store: StoreDep,
+    remembered: RememberedDep,
 ) -> Deleted:
     """Delete a dataset with its cases, annotation sets, masks, audits and results (admin; an
     annotator while no audit used it). Stored files nothing else uses are removed.
@@ -50,12 +55,17 @@ def delete_dataset(
     audited = removal.has_audits(session, dataset_id=dataset.id)
     _admin_once_audited(principal, audited, f"dataset {dataset.id}")
     blobs = removal.delete_dataset(session, store, dataset)
+    remembered.forget_audits()
     return Deleted(deleted="dataset", id=dataset.id, blobs_removed=blobs)
 
 
 @router.delete("/v1/datasets/{dataset_id}/annotation-sets/{set_id}", responses=errors_of(404, 409))
 def delete_annotation_set(
-    aset: AnnotatorAnnotationSetDep, principal: Annotator, session: SessionDep, store: StoreDep
+    aset: AnnotatorAnnotationSetDep,
+    principal: Annotator,
+    session: SessionDep,
+    store: StoreDep,
+    remembered: RememberedDep,
 ) -> Deleted:
     """Delete an annotation set with its masks and the audits of it (admin; an annotator while
     no audit used it). Stored files nothing else uses are removed.
@@ -63,6 +73,7 @@ def delete_annotation_set(
     audited = removal.has_audits(session, dataset_id=aset.dataset_id, annotation_set_id=aset.id)
     _admin_once_audited(principal, audited, f"annotation set {aset.id}")
     blobs = removal.delete_annotation_set(session, store, aset)
+    remembered.forget_audits()
     return Deleted(deleted="annotation_set", id=aset.id, blobs_removed=blobs)
 
 
@@ -81,9 +92,12 @@ def delete_mask(
 
 
 @router.delete("/v1/audits/{audit_id}", responses=errors_of(404, 409))
-def delete_audit(audit: AdminAuditDep, session: SessionDep, store: StoreDep) -> Deleted:
+def delete_audit(
+    audit: AdminAuditDep, session: SessionDep, store: StoreDep, remembered: RememberedDep
+) -> Deleted:
     """Delete a finished audit with its results and reviews (admin); cancel a running one first.
     Stored files nothing else uses are removed.
     """
     blobs = removal.delete_audit(session, store, audit)
+    remembered.forget_audits()
     return Deleted(deleted="audit", id=audit.id, blobs_removed=blobs)

@@ -6,24 +6,30 @@ import shutil
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request, Security
 from fastapi.responses import FileResponse, Response
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import (
     AuditDep,
     Limit,
     Offset,
+    Remembered,
+    RememberedDep,
     Reviewer,
     ReviewerAuditDep,
     SessionDep,
     StoreDep,
     Viewer,
+    api_key,
+    principal_of,
+    require,
 )
 from app.api.docs import errors_of
 from app.api.params import DbId
-from app.db.enums import AuditStatus
+from app.db.enums import AuditStatus, Role
 from app.db.tables import Audit, StoredFile
 from app.schemas import (
     CorrectionOut,
@@ -34,7 +40,7 @@ from app.schemas import (
     ReviewCreate,
     ReviewOut,
 )
-from app.services import resolve, results, reviews
+from app.services import audits, keys, listing, resolve, results, reviews
 from app.services.dicom import SERIES_FORMAT
 from app.services.results import FileKind
 from app.storage import Store
@@ -78,9 +84,11 @@ DOWNLOADS: dict[str, FileKind] = {
     response_model=Page[ResultOut],
     responses=errors_of(404, 422),
 )
-def list_results(
-    audit: AuditDep,
-    session: SessionDep,
+async def list_results(
+    request: Request,
+    audit_id: DbId,
+    key: Annotated[str | None, Security(api_key)],
+    remembered: RememberedDep,
     sort: Sort = "-noise_score",
     flagged: bool | None = None,
     min_score: Score = None,
@@ -91,22 +99,55 @@ def list_results(
     """The audit's per-case scores, most suspect first by default; filter by `flagged` and
     a `noise_score` range, sort by `noise_score`, `rank`, `case` or `dice_gap` (`-` = descending).
     """
-    page = results.list_results(
-        session,
-        audit,
-        flagged=flagged,
-        min_score=min_score,
-        max_score=max_score,
-        sort=sort,
-        limit=limit,
-        offset=offset,
-    )
-    names = results.class_names_of(audit)
-    items = [ResultOut.of(r, names) for r in page.items]
-    # Written here, once: FastAPI would check the page against its own model again, in
-    # another trip through the thread pool (the model still documents the response).
-    page_out = Page[ResultOut](items=items, total=page.total, limit=limit, offset=offset)
-    return Response(page_out.model_dump_json(), media_type="application/json")
+    query = listing.Query(sort, flagged, min_score, max_score, limit, offset)
+    # A page of a settled audit that this process remembers, for a key it remembers, whose
+    # rows it has all listed before, is sent from memory: no thread pool, no database.
+    principal = keys.remembered_principal(remembered.principals, key) if key else None
+    if principal is not None:
+        require(Role.viewer)(principal)
+        settled = remembered.audits.get((principal.project_id, audit_id))
+        database = str(request.app.state.engine.url)
+        if settled is not None and (kept := listing.page_in_memory(database, settled, query)):
+            return _page_response(*kept, query)
+    sessions = request.app.state.sessions
+    rows, total = await run_in_threadpool(_listing_rows, sessions, key, remembered, audit_id, query)
+    return _page_response(rows, total, query)
+
+
+def _listing_rows(
+    sessions: sessionmaker[Session],
+    key: str | None,
+    remembered: Remembered,
+    audit_id: int,
+    query: listing.Query,
+) -> tuple[list[bytes], int]:
+    """The listing's rows and total, with the checks of ``AuditDep`` (401, 403, 404)."""
+    with sessions() as session:
+        principal = require(Role.viewer)(principal_of(session, key, remembered))
+        audit: Audit | listing.SettledAudit | None = remembered.audits.get(
+            (principal.project_id, audit_id)
+        )
+        if audit is None:
+            row = audits.get_audit(session, principal.project_id, audit_id)
+            audit = listing.settled(row, results.class_names_of(row)) or row
+            if isinstance(audit, listing.SettledAudit):
+                remembered.audits.put((principal.project_id, audit_id), audit)
+        names = (
+            audit.class_names
+            if isinstance(audit, listing.SettledAudit)
+            else results.class_names_of(audit)
+        )
+        return results.rendered_page(
+            session, audit, query, lambda r: ResultOut.of(r, names).model_dump_json().encode()
+        )
+
+
+def _page_response(rows: list[bytes], total: int, query: listing.Query) -> Response:
+    """``Page[ResultOut]`` as pydantic writes it, from rows written by ``ResultOut``: FastAPI
+    does not check the page again (the model still documents the response)."""
+    tail = f'],"total":{total},"limit":{query.limit},"offset":{query.offset}}}'
+    body = b'{"items":[' + b",".join(rows) + tail.encode()
+    return Response(body, media_type="application/json")
 
 
 @router.get("/v1/audits/{audit_id}/cases/{case}", responses=errors_of(404))

@@ -20,7 +20,14 @@ from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.orm import Session
 from starlette.templating import Jinja2Templates
 
-from app.api.deps import SessionDep, StoreDep, get_principal, require
+from app.api.deps import (
+    Remembered,
+    RememberedDep,
+    SessionDep,
+    StoreDep,
+    principal_of,
+    require,
+)
 from app.api.params import DbId
 from app.api.routes.review_loop import send_zip
 from app.db.enums import AuditStatus, Decision, Role, Undecided
@@ -66,10 +73,10 @@ def _cookie_key(request: Request) -> str | None:
 CookieKey = Annotated[str | None, Depends(_cookie_key)]
 
 
-def _signed_in(session: SessionDep, key: CookieKey) -> Principal | None:
+def _signed_in(session: SessionDep, key: CookieKey, remembered: RememberedDep) -> Principal | None:
     """The cookie's principal, by the API's own key check; None sends a page to the login."""
     try:
-        return get_principal(session, key)
+        return principal_of(session, key, remembered)
     except Unauthorized:
         return None
 
@@ -77,11 +84,11 @@ def _signed_in(session: SessionDep, key: CookieKey) -> Principal | None:
 SignedIn = Annotated[Principal | None, Depends(_signed_in)]
 
 
-def _actor(role: Role) -> Callable[[Session, str | None], Principal]:
+def _actor(role: Role) -> Callable[[Session, str | None, Remembered], Principal]:
     """For a JSON action: the cookie's principal with ``role`` or above (401/403 as the API)."""
 
-    def actor(session: SessionDep, key: CookieKey) -> Principal:
-        return require(role)(get_principal(session, key))
+    def actor(session: SessionDep, key: CookieKey, remembered: RememberedDep) -> Principal:
+        return require(role)(principal_of(session, key, remembered))
 
     return actor
 
@@ -121,10 +128,15 @@ def login_page(request: Request) -> Response:
 
 
 @router.post("/login")
-def login(request: Request, session: SessionDep, key: Annotated[str, Form()] = "") -> Response:
+def login(
+    request: Request,
+    session: SessionDep,
+    remembered: RememberedDep,
+    key: Annotated[str, Form()] = "",
+) -> Response:
     """Check the key as the API does; keep it in an HttpOnly cookie for ``/ui`` only."""
     try:
-        get_principal(session, key.strip())
+        principal_of(session, key.strip(), remembered)
     except Unauthorized as exc:
         response = _page(request, "login.html", None, error=exc.detail)
         response.status_code = 401
