@@ -45,3 +45,28 @@ def test_means_over_seeds_and_the_comparisons():
     assert "0.980 met (>= 0.98)" in targets
     assert "0.0100 missed" in targets  # the clean cases lose 1 Dice point
     assert "0.60 missed" in targets and "4.0 met" in targets
+
+
+def test_the_full_plan_holds_a_200_case_hc18_cell_that_fits_the_reporting_half(tmp_path):
+    """make bench's 200-case cells: their split of the real hc18 folder's reporting half."""
+    import os
+
+    from bench.harness import split_cases
+    from bench.matrix import SHARED, plan
+    from imaging.cases import index_folder
+
+    if not (SHARED / "hc18").is_dir() or not (SHARED / "dsb2018").is_dir():
+        message = f"the full plan reads {SHARED}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    datasets, noises, sizes = plan(False, tmp_path)
+    large = {ds.name: ds for ds in datasets}["hc18-200"]
+    assert large.train_cases == 200 and set(large.noises) == {"mixed", "clean"}
+    assert {"B", "L", "P", "mixed", "clean"} <= set(noises) and sizes["train_cases"] == 40
+    cases = sorted(
+        set(index_folder(large.images, "image")) & set(index_folder(large.masks, "mask"))
+    )
+    train, test = split_cases(cases, 200, sizes["test_cases"], pool="test")
+    assert len(train) == 200 and len(test) == sizes["test_cases"]
+    assert not set(train) & set(test)
