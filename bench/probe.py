@@ -32,11 +32,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from sklearn.metrics import roc_auc_score
-
 from bench.evaluate import mask_dice, read_truth
-from bench.harness import BenchSpec, prepare
+from bench.harness import BenchSpec, judge, prepare
 from bench.matrix import SHARED, dsb_square_256
 from imaging.cases import index_folder
 from imaging.formats import read_mask
@@ -45,13 +42,13 @@ from imaging.layout import PSEUDO, SCORES
 VARIANTS = ("base", "plain", "student", "warmup", "folds2")
 
 
-def _patch(variant: str) -> dict[str, Any]:
-    """Patch the engine for ``variant``; returns AuditConfig overrides."""
+def _patch(variant: str, epochs: int) -> dict[str, Any]:
+    """Patch the engine for ``variant`` (an audit of ``epochs``); returns AuditConfig overrides."""
     import models.audit as audit
     import models.train as train
 
     if variant == "plain":
-        return {"warmup_epochs": -1}  # replaced by epochs - 1 in run()
+        return {"warmup_epochs": epochs - 1}
     if variant == "folds2":
         return {"folds": 2}
     score: Callable[..., Any] = audit.score
@@ -83,13 +80,18 @@ def _patch(variant: str) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """One probe audit in a temporary folder, removed afterwards."""
+    overrides = _patch(args.variant, args.epochs)
+    with tempfile.TemporaryDirectory(prefix="segaudit-probe-") as tmp:
+        return _probe(args, overrides, Path(tmp))
+
+
+def _probe(args: argparse.Namespace, overrides: dict[str, Any], work: Path) -> dict[str, Any]:
     from imaging.cases import find_cases
     from models.audit import run_audit
     from models.config import AuditConfig
     from models.fingerprint import fingerprint
 
-    overrides = _patch(args.variant)
-    work = Path(tempfile.mkdtemp(prefix="segaudit-probe-"))
     if args.data == "hc18":
         images, masks, instances = SHARED / "hc18/images", SHARED / "hc18/masks", False
     else:
@@ -109,13 +111,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     paths = prepare(spec, work / "cell")
     size = fingerprint(find_cases(paths["train_images"], paths["noisy"])).working_size
-    if overrides.get("warmup_epochs") == -1:
-        overrides["warmup_epochs"] = args.epochs - 1
     config = AuditConfig(**{**overrides, "size": size, "epochs": args.epochs, "seed": args.seed})
     started = time.perf_counter()
-    result = run_audit(paths["train_images"], paths["noisy"], work / "audit", config, device="cpu")
+    result = run_audit(paths["train_images"], paths["noisy"], work / "audit", config, device="auto")
     wall = time.perf_counter() - started
     truth = read_truth(paths["truth"])
+    judged = judge(work / "audit", paths)  # the figures a matrix cell reports
     with (work / "audit" / SCORES).open(newline="") as f:
         rows = list(csv.DictReader(f))
     true, given = index_folder(paths["train_true"], "mask"), index_folder(paths["noisy"], "mask")
@@ -134,19 +135,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "dice_pseudo": mask_dice(read_mask(pseudo[c], case=c).array, t),
             }
         )
-    y = np.array([c["corrupted"] for c in cases])
-    flagged = np.array([c["flagged"] for c in cases])
-    tp = int((y & flagged).sum())
-    p, r = tp / max(int(flagged.sum()), 1), tp / max(int(y.sum()), 1)
     summary = result.run["summary"]
     return {
         "cell": vars(args) | {"out": str(args.out)},
         "wall_s": round(wall, 1),
-        "auroc": float(roc_auc_score(y, [c["evidence"] for c in cases]))
-        if 0 < y.sum() < len(y)
-        else None,
-        "flagged": int(flagged.sum()),
-        "f1": 2 * p * r / (p + r) if y.any() and p + r > 0 else 0.0,
+        **judged["detection"],
+        "repair": judged["repair"],
         "mixture": summary["mixture"] if isinstance(summary, dict) else None,
         "history": result.run["history"],
         "cases": cases,
@@ -163,6 +157,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variant", choices=VARIANTS, default="base")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    if not (SHARED / args.data).is_dir():
+        parser.error(f"the probes read {SHARED / args.data}, which is not there")
     found = run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(found, indent=1))

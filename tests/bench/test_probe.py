@@ -29,9 +29,9 @@ def _restore_engine(monkeypatch: pytest.MonkeyPatch, calls: list[object]) -> Non
 
 
 def test_config_variants_only_override_the_config():
-    assert _patch("base") == {}
-    assert _patch("plain") == {"warmup_epochs": -1}  # the run makes it epochs - 1
-    assert _patch("folds2") == {"folds": 2}
+    assert _patch("base", 40) == {}
+    assert _patch("plain", 40) == {"warmup_epochs": 39}  # warm-up to the last epoch
+    assert _patch("folds2", 40) == {"folds": 2}
 
 
 def test_the_student_variant_scores_with_the_students_weights(monkeypatch):
@@ -39,7 +39,7 @@ def test_the_student_variant_scores_with_the_students_weights(monkeypatch):
     _restore_engine(monkeypatch, calls)
     state = _state(1)
     assert not torch.equal(state.teacher.module.weight, state.net.weight)
-    _patch("student")
+    _patch("student", 40)
     run = SimpleNamespace(states=[state])
     audit.score(run, Path("staging"))
     assert torch.equal(state.teacher.module.weight, state.net.weight)
@@ -50,7 +50,7 @@ def test_the_warmup_variant_scores_with_the_teacher_of_the_warmup_end(monkeypatc
     calls: list[object] = []
     _restore_engine(monkeypatch, calls)
     monkeypatch.setattr(train, "train_epoch", lambda *_: 0.0)
-    _patch("warmup")
+    _patch("warmup", 40)
     state, config = _state(2), SimpleNamespace(warmup=1)
     state.epoch = 1  # the first epoch after warm-up starts: the teacher is kept as it is
     kept = state.teacher.module.weight.detach().clone()
@@ -65,3 +65,13 @@ def test_the_warmup_variant_scores_with_the_teacher_of_the_warmup_end(monkeypatc
 def test_an_unknown_variant_is_refused(tmp_path):
     with pytest.raises(SystemExit):
         main(["--data", "hc18", "--noise", "B", "--variant", "nope", "--out", str(tmp_path / "x")])
+
+
+def test_a_missing_data_folder_is_refused_by_name(tmp_path, monkeypatch, capsys):
+    import bench.probe
+
+    monkeypatch.setattr(bench.probe, "SHARED", tmp_path / "nowhere")
+    with pytest.raises(SystemExit):
+        main(["--data", "hc18", "--noise", "B", "--out", str(tmp_path / "x.json")])
+    assert "nowhere/hc18, which is not there" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
