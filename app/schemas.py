@@ -305,7 +305,7 @@ class AuditCreate(BaseModel):
 
 
 class ProgressOut(BaseModel):
-    phase: str | None = Field(description="load, warmup, train, score, write or done")
+    phase: str | None = Field(description="load, warmup, train, judge, score, write or done")
     epoch: int | None
     epochs: int | None
     percent: float | None

@@ -336,3 +336,21 @@ def markdown_row(method: str, entry: dict[str, Any]) -> str:
 def markdown_table(results: dict[str, Any]) -> str:
     header = f"| {COLUMNS} |\n|" + "---|" * len(COLUMNS.split(" | "))
     return "\n".join([header, *(f"| {markdown_row(m, e)} |" for m, e in results.items())])
+
+
+def parse_settings(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs -> AuditConfig fields, values read as JSON where they parse; a pair
+    without ``=``, an unknown key or a bad value raises ValueError, before any work."""
+    from models.config import AuditConfig
+
+    settings: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set takes KEY=VALUE, got '{item}'")
+        try:
+            settings[key] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key] = value
+    AuditConfig.from_dict(settings)
+    return settings

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from bench import harness
 from bench.harness import METHODS, NOISE, BenchSpec, run_bench
 from imaging.errors import InputError
-from models.config import AuditConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,21 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_settings(items: list[str]) -> dict[str, object]:
-    """``KEY=VALUE`` pairs -> AuditConfig fields, values read as JSON where they parse."""
-    settings: dict[str, object] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"segaudit bench: --set takes KEY=VALUE, got '{item}'")
-        try:
-            settings[key] = json.loads(value)
-        except json.JSONDecodeError:
-            settings[key] = value
-    AuditConfig.from_dict(settings)  # unknown keys and bad values fail here, before any work
-    return settings
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     # argv[0] is the command name ("bench"), as cli.main passes it.
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv)[1:])
@@ -101,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             device=args.device,
             oracle=args.oracle,
             pool=args.pool,
-            config=parse_settings(args.set),
+            config=harness.parse_settings(args.set),
         )
         report = run_bench(spec)
     except InputError as exc:

@@ -56,10 +56,15 @@ class ProgressBars:
                 refresh=False,
             )
             self.bar.update(1)
-        elif p.phase in ("load", "score", "write"):
+        elif p.phase in ("load", "judge", "score", "write"):
             if self.phase != p.phase:
-                desc = {"load": "checking cases", "score": "scoring", "write": "writing"}[p.phase]
-                self._open(p.phase, p.steps, desc, "case")
+                desc = {
+                    "load": "checking cases",
+                    "judge": "refitting the judge",
+                    "score": "scoring",
+                    "write": "writing",
+                }[p.phase]
+                self._open(p.phase, p.steps, desc, "step" if p.phase == "judge" else "case")
             assert self.bar is not None
             self.bar.update(1)
 

@@ -65,6 +65,7 @@ from models.train import (
     held_out_figures,
     new_state,
     pseudo_label,
+    refit_judge,
     train,
 )
 
@@ -98,6 +99,7 @@ class _Run:
     resumed_from: int
     created: bool  # the output folder did not exist before this run
     timings: dict[str, float] = field(default_factory=dict)
+    judges: list[torch.nn.Module] = field(default_factory=list)  # refitted (config.judge_epochs)
 
     def save(self) -> None:
         save_checkpoint(
@@ -111,8 +113,15 @@ class _Run:
         )
 
     def teacher_of(self, case: int) -> torch.nn.Module:
-        """The network that scores case ``case`` (cross-fitting: the one that never saw it)."""
+        """The network that repairs case ``case`` (cross-fitting: the one that never saw it)."""
         return self.states[self.plan.scorer(case)].teacher.module
+
+    def judge_of(self, case: int) -> torch.nn.Module:
+        """The network whose figures score case ``case``: its refitted judge, if any, else the
+        network that repairs it."""
+        if self.judges:
+            return self.judges[self.plan.scorer(case)]
+        return self.teacher_of(case)
 
 
 def _no_report(_: Progress) -> None:
@@ -272,10 +281,14 @@ def score(run: _Run, staging: Path) -> tuple[Verdict, list[CaseResult]]:
         filter_step(state, data, config, update=not state.scored, final=True)
         state.scored = True
     run.save()
-    if run.plan.cross_fitted:  # the cases' own figures, by the networks that never saw them
-        teachers = [s.teacher.module for s in run.states]
-        scorers = [run.plan.scorer(i) for i in range(len(cases))]
-        judged = held_out_figures(teachers, scorers, run.data, config)
+    if config.judge_epochs:
+        run.judges = [
+            refit_judge(state, data, config, run.device, run.report)
+            for state, data in zip(run.states, run.fold_data, strict=True)
+        ]
+    if run.plan.cross_fitted or run.judges:  # the figures by the network that judges each case
+        judges = [run.judge_of(i) for i in range(len(cases))]
+        judged = held_out_figures(judges, list(range(len(cases))), run.data, config)
     else:
         judged = run.states[0].figures
     initial = np.array([f.features() for f in judged])
@@ -406,8 +419,9 @@ def _score_case(
     and keep the pseudo label in ``keep`` until the flags are known.
     """
     data, config = run.data, run.config
-    probs_w = predict_probs(run.teacher_of(index), case.image, tta_flips=config.tta_flips)
-    probs = to_original(probs_w, case.grid).movedim(1, 0).numpy()  # (K, D, h, w)
+    teacher, judge = run.teacher_of(index), run.judge_of(index)
+    probs = _probs(teacher, case, config)  # (K, D, h, w): the repair's
+    judged = probs if judge is teacher else _probs(judge, case, config)
     raw = read_case_mask(case.files).array
     given = as_slices(raw.astype(np.int64), channels=False)  # (D, h, w)
     factor = case.grid.side / run.size
@@ -417,7 +431,7 @@ def _score_case(
     geometry = case.geometry
     spacing = scoring_spacing(geometry)
     ring_radius = ring_at_resolution(config.ring_radius, case.grid.side, run.size)
-    view = Prediction.of(spatial(probs, geometry))
+    view = Prediction.of(spatial(judged, geometry))
     own = spatial(given, geometry)
     figures = measure_case(view, own, spacing=spacing, ring_radius=ring_radius)
     found = synthetic_figures(
@@ -456,6 +470,13 @@ def _score_case(
         ),
         found,
     )
+
+
+def _probs(net: torch.nn.Module, case: WorkingCase, config: AuditConfig) -> np.ndarray:
+    """``net``'s probabilities ``(K, D, h, w)`` of ``case`` on its own grid."""
+    probs_w = predict_probs(net, case.image, tta_flips=config.tta_flips)
+    probs: np.ndarray = to_original(probs_w, case.grid).movedim(1, 0).numpy()
+    return probs
 
 
 def _verdict(

@@ -69,6 +69,11 @@ class AuditConfig:
     flag_probability: float = 0.5
     filter_every: int = 2  # epochs between label-filter passes after the warm-up
     filter_tta: bool = False  # flip TTA in those passes (the final pass follows tta_flips)
+    # The judge (models.train.refit_judge): after training, a copy of the teacher is trained
+    # judge_epochs more epochs on every case's given mask, and it, not the jointly supervised
+    # teacher, measures the figures that score and flag the cases (0: the teacher judges).
+    judge_epochs: int = 4
+    judge_learning_rate: float = 5e-4
     # Label cleansing (LCM).
     confidence: float = 0.8  # teacher probability above which its class replaces the given one
     min_component_fraction: float = 0.1  # smaller components (vs. the class's largest) are specks
@@ -117,6 +122,8 @@ class AuditConfig:
         )
         need(1 <= self.folds <= 10, f"folds must be in 1..10, got {self.folds}")
         need(_compiles(self.group_pattern), f"group_pattern is no regex: {self.group_pattern!r}")
+        need(0 <= self.judge_epochs <= 100, f"judge_epochs must be 0..100, got {self.judge_epochs}")
+        need(self.judge_learning_rate > 0, "judge_learning_rate must be > 0")
         need(self.filter_every >= 1, f"filter_every must be >= 1, got {self.filter_every}")
         need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         need(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")

@@ -12,7 +12,8 @@ SPANS: dict[str, tuple[float, float]] = {
     "load": (0.0, 5.0),
     "warmup": (5.0, 70.0),
     "train": (5.0, 70.0),
-    "score": (70.0, 96.0),
+    "judge": (70.0, 74.0),  # the judge's refit: a tenth of the epochs (models.train.refit_judge)
+    "score": (74.0, 96.0),
     "write": (96.0, 100.0),
 }
 TRAINING = ("warmup", "train")

@@ -10,6 +10,7 @@ import torch
 
 import models.audit as audit
 import models.train as train
+from bench.harness import parse_settings
 from bench.probe import _patch, main
 from models.network import build_teacher
 
@@ -75,3 +76,15 @@ def test_a_missing_data_folder_is_refused_by_name(tmp_path, monkeypatch, capsys)
         main(["--data", "hc18", "--noise", "B", "--out", str(tmp_path / "x.json")])
     assert "nowhere/hc18, which is not there" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_settings_are_read_as_json_values_and_bad_pairs_refused():
+    assert parse_settings(["judge_epochs=4", "lr_schedule=constant", "channels=[8,16]"]) == {
+        "judge_epochs": 4,
+        "lr_schedule": "constant",
+        "channels": [8, 16],
+    }
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_settings(["judge_epochs"])
+    with pytest.raises(ValueError, match="unknown audit parameters"):
+        parse_settings(["speed=fast"])

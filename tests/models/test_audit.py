@@ -11,12 +11,14 @@ import nibabel as nib
 import nrrd
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from bench.evaluate import read_scores
 from imaging import layout
 from imaging.errors import ErrorCode, InputError
 from imaging.formats import read_mask
+from models import audit
 from models.audit import run_audit
 from models.config import AuditConfig
 from models.segment import segment_folder
@@ -109,7 +111,7 @@ def test_progress_reports_every_phase_with_epochs_and_steps(tiny_run):
     _, events = tiny_run
     phases = [e.phase for e in events]
     assert phases[0] == "load" and phases[-1] == "write"
-    assert {"warmup", "train", "score"} <= set(phases)
+    assert {"warmup", "train", "judge", "score"} <= set(phases)
     training = [e for e in events if e.phase in ("warmup", "train")]
     assert {e.epoch for e in training} == {1, 2, 3, 4}
     assert all(e.steps == 2 and e.loss is not None and e.loss >= 0 for e in training)
@@ -251,3 +253,33 @@ def test_segmenting_images_with_other_channels_is_refused(tiny_run, tmp_path):
     with pytest.raises(InputError, match="3 channels") as info:
         segment_folder(tiny_run[0].out_dir / layout.MODEL, rgb, tmp_path / "seg", device="cpu")
     assert info.value.code == ErrorCode.CHANNEL_MISMATCH and not (tmp_path / "seg").exists()
+
+
+class _SeesNothing(torch.nn.Module):
+    """A judge that predicts background everywhere."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(x.shape[0], 2, *x.shape[2:])
+        logits[:, 0] = 10.0
+        return logits
+
+
+def test_the_judge_scores_the_cases_and_the_teacher_repairs_them(
+    tiny_run, hc18_data, tmp_path, monkeypatch
+):
+    result, _ = tiny_run
+    images, masks = hc18_data
+    monkeypatch.setattr(audit, "refit_judge", lambda *_args: _SeesNothing())
+    config = AuditConfig(**{**TINY.to_dict(), "judge_epochs": 1})
+    judged = run_audit(images, masks, tmp_path / "judged", config, device="cpu")
+    # The figures are the judge's: it sees no object in any case.
+    assert all(r.dice == (0.0,) and r.figures["predicted_pixels"] == 0 for r in judged.results)
+    # The pseudo labels are the teacher's, trained as in the run without a judge.
+    for r in result.results:
+        name = f"{r.case}.png"
+        ours = np.asarray(Image.open(judged.out_dir / layout.PSEUDO / name))
+        assert np.array_equal(ours, np.asarray(Image.open(result.out_dir / layout.PSEUDO / name)))

@@ -27,6 +27,8 @@ def test_round_trips_through_a_dict():
         ({"min_cases": 2}, "min_cases must be >= 4"),
         ({"gmm_max_noisy_weight": 0.2}, "gmm_max_noisy_weight"),
         ({"flag_probability": 1.0}, "flag_probability must be in"),
+        ({"judge_epochs": -1}, "judge_epochs must be 0..100"),
+        ({"judge_learning_rate": 0.0}, "judge_learning_rate must be > 0"),
     ],
 )
 def test_invalid_values_are_refused_with_the_reason(change, message):

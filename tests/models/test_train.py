@@ -10,6 +10,7 @@ from models import train
 from models.config import AuditConfig
 from models.dataset import load_dataset
 from models.label_filter import FilterResult
+from models.network import predict_probs
 
 
 @pytest.fixture
@@ -70,3 +71,25 @@ def test_cosine_schedule_and_filter_epochs():
     assert [e for e in range(10) if train.is_filter_epoch(e, config)] == [4, 6, 8]
     flat = AuditConfig(epochs=10, lr_schedule="constant")
     assert train.learning_rate(9, flat) == flat.learning_rate
+
+
+def _loss_on_given(net: torch.nn.Module, data: train.TrainData) -> float:
+    """Mean cross-entropy of ``net``'s predictions against the given masks."""
+    probs = predict_probs(net, data.images, tta_flips=False)
+    picked = probs.gather(1, data.masks[:, None].long()).clamp_min(1e-6)
+    return float(-picked.log().mean())
+
+
+def test_the_judge_is_refitted_to_the_given_masks_and_the_teacher_is_left_alone(tiny):
+    state, data, config = tiny
+    config = AuditConfig(**{**config.to_dict(), "judge_epochs": 20, "judge_learning_rate": 5e-3})
+    before = {k: v.clone() for k, v in state.teacher.state_dict().items()}
+    events: list[train.Progress] = []
+    judge = train.refit_judge(state, data, config, torch.device("cpu"), events.append)
+    after = state.teacher.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "the teacher must not move"
+    assert _loss_on_given(judge, data) < 0.85 * _loss_on_given(state.teacher.module, data)
+    assert {e.phase for e in events} == {"judge"} and events[-1].step == events[-1].steps
+    again = train.refit_judge(state, data, config, torch.device("cpu"), lambda _: None)
+    for a, b in zip(judge.state_dict().values(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b)  # the same seed refits the same judge

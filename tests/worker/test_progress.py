@@ -15,6 +15,7 @@ def test_percent_rises_through_the_phases_of_a_run():
         for e in range(1, epochs + 1)
         for s in range(1, steps + 1)
     ]
+    reports += [("judge", epochs, i, 6) for i in range(1, 7)]
     reports += [("score", epochs, i, 8) for i in range(1, 9)]
     reports += [("write", epochs, i, 8) for i in range(1, 9)]
     values = [percent_done(phase, epoch, epochs, step, n) for phase, epoch, step, n in reports]
