@@ -464,7 +464,7 @@ def _score_case(
             figures=figures,
             changed_fraction=float((pseudo != given).mean()),
             issue_fraction=float((issues > 127).mean()),
-            slices=_slice_results(probs, given, issues, data.num_classes) if is_3d else (),
+            slices=_slice_results(judged, given, issues, data.num_classes) if is_3d else (),
             written=written,
             out_dtype=np.dtype(out_dtype),
         ),
@@ -588,7 +588,8 @@ def _physical_sizes(values: dict[str, float], geometry: Geometry) -> dict[str, f
 def _slice_results(
     probs: np.ndarray, given: np.ndarray, issues: np.ndarray, num_classes: int
 ) -> tuple[SliceResult, ...]:
-    """Per slice of ``given`` ``(D, h, w)``: the teacher's disagreement and pixel counts."""
+    """Per slice of ``given`` ``(D, h, w)``: the judge's disagreement and pixel counts, and the
+    pixels of the issue map (the teacher's)."""
     pred = probs.argmax(axis=0)
     gaps = 1.0 - dice_per_class(pred, given, num_classes).mean(axis=1)
     return tuple(
