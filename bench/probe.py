@@ -135,6 +135,7 @@ def _probe(args: argparse.Namespace, overrides: dict[str, Any], work: Path) -> d
                 "flagged": row["flagged"] == "1",
                 "dice_given": mask_dice(read_mask(given[c], case=c).array, t),
                 "dice_pseudo": mask_dice(read_mask(pseudo[c], case=c).array, t),
+                "figures": {k: v for k, v in row.items() if k not in ("case", "flagged")},
             }
         )
     summary = result.run["summary"]
