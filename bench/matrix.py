@@ -26,6 +26,7 @@ import platform
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,12 @@ class DataSet:
 
 def dsb_square_256(work: Path) -> tuple[Path, Path]:
     """dsb2018's 256x256 images (334 of 664) and their instance maps, linked into ``work``."""
+    return dsb_subset(work, lambda size: size == (256, 256))
+
+
+def dsb_subset(work: Path, keep: Callable[[tuple[int, int]], bool]) -> tuple[Path, Path]:
+    """dsb2018's images whose ``(width, height)`` ``keep`` accepts, and their instance maps,
+    linked into ``work``."""
     from PIL import Image
 
     images, labels = work / "images", work / "labels"
@@ -58,7 +65,7 @@ def dsb_square_256(work: Path) -> tuple[Path, Path]:
     labels.mkdir()
     for path in sorted((SHARED / "dsb2018" / "images").glob("*.png")):
         with Image.open(path) as im:
-            if im.size != (256, 256):
+            if not keep(im.size):
                 continue
         os.symlink(path, images / path.name)
         os.symlink(SHARED / "dsb2018" / "labels" / path.name, labels / path.name)

@@ -124,7 +124,12 @@ def run_naive(
         raw, given = _given(case)
         labels = given
         if flagged[index]:
-            probs = predict_probs(state.teacher.module, case.image, tta_flips=config.tta_flips)
+            probs = predict_probs(
+                state.teacher.module,
+                case.image,
+                tta_flips=config.tta_flips,
+                patch=config.patch_size,
+            )
             labels = to_original(probs, case.grid).argmax(dim=1).numpy()
         write_case_mask(case, labels, raw, out / "cleansed")
     write_scores(out / "scores.csv", dataset.case_ids, losses, flagged)
@@ -180,7 +185,10 @@ def run_cleanlab(
         trained += len(data.masks) * config.epochs
         for i in np.flatnonzero(fold == k):
             probs[i] = predict_probs(
-                state.teacher.module, dataset.cases[i].image, tta_flips=config.tta_flips
+                state.teacher.module,
+                dataset.cases[i].image,
+                tta_flips=config.tta_flips,
+                patch=config.patch_size,
             )
     pred_probs = torch.cat([p for p in probs if p is not None]).numpy()  # (N, K, S, S)
     labels = torch.cat([c.mask for c in dataset.cases]).numpy().astype(np.int64)  # (N, S, S)

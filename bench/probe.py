@@ -1,7 +1,7 @@
 """Probes of the audit's judge: one cell's audit with a variant of how the network that
 scores the cases is trained or chosen, and every case's evidence, flag and repair figures saved.
 
-    python -m bench.probe --data hc18|dsb2018 --noise B|L|P|mixed|clean [--seed S]
+    python -m bench.probe --data hc18|dsb2018|dsb2018-large --noise B|L|P|mixed|clean [--seed S]
                           [--train-cases N] [--variant base|plain|student|warmup|folds2]
                           [--set KEY=VALUE ...] [--pool dev|test] --out FILE.json
 
@@ -36,7 +36,7 @@ from typing import Any
 
 from bench.evaluate import mask_dice, read_truth
 from bench.harness import BenchSpec, judge, parse_settings, prepare
-from bench.matrix import SHARED, dsb_square_256
+from bench.matrix import SHARED, dsb_square_256, dsb_subset
 from imaging.cases import index_folder
 from imaging.formats import read_mask
 from imaging.layout import PSEUDO, SCORES
@@ -96,6 +96,9 @@ def _probe(args: argparse.Namespace, overrides: dict[str, Any], work: Path) -> d
 
     if args.data == "hc18":
         images, masks, instances = SHARED / "hc18/images", SHARED / "hc18/masks", False
+    elif args.data == "dsb2018-large":  # 126 images of 512 to 1388 px a side
+        images, masks = dsb_subset(work / "dsb", lambda size: min(size) >= 512)
+        instances = True
     else:
         images, masks = dsb_square_256(work / "dsb")
         instances = True
@@ -113,7 +116,7 @@ def _probe(args: argparse.Namespace, overrides: dict[str, Any], work: Path) -> d
     )
     paths = prepare(spec, work / "cell")
     size = fingerprint(find_cases(paths["train_images"], paths["noisy"])).working_size
-    config = AuditConfig(**{**overrides, "size": size, "epochs": args.epochs, "seed": args.seed})
+    config = AuditConfig(**{"size": size, **overrides, "epochs": args.epochs, "seed": args.seed})
     started = time.perf_counter()
     result = run_audit(paths["train_images"], paths["noisy"], work / "audit", config, device="auto")
     wall = time.perf_counter() - started
@@ -152,7 +155,7 @@ def _probe(args: argparse.Namespace, overrides: dict[str, Any], work: Path) -> d
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="bench.probe", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", choices=("hc18", "dsb2018"), required=True)
+    parser.add_argument("--data", choices=("hc18", "dsb2018", "dsb2018-large"), required=True)
     parser.add_argument("--noise", choices=("B", "L", "P", "mixed", "clean"), required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-cases", type=int, default=40)
@@ -170,8 +173,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    if not (SHARED / args.data).is_dir():
-        parser.error(f"the probes read {SHARED / args.data}, which is not there")
+    folder = SHARED / args.data.split("-")[0]
+    if not folder.is_dir():
+        parser.error(f"the probes read {folder}, which is not there")
     found = run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(found, indent=1))

@@ -118,6 +118,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         for k, v in (
             ("epochs", args.epochs),
             ("size", args.size),
+            ("patch_size", args.patch_size),
             ("seed", args.seed),
             ("num_classes", args.num_classes),
             ("folds", args.folds),
@@ -221,6 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="training epochs (default 40)")
     p.add_argument(
         "--size", type=int, help="working size in pixels (default: from the data's fingerprint)"
+    )
+    p.add_argument(
+        "--patch-size",
+        type=int,
+        help="above this working size, train on patches of it and predict with sliding windows "
+        "(default 256)",
     )
     p.add_argument(
         "--seed", type=int, help="random seed (default 0); runs on the CPU repeat exactly"

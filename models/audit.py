@@ -474,7 +474,7 @@ def _score_case(
 
 def _probs(net: torch.nn.Module, case: WorkingCase, config: AuditConfig) -> np.ndarray:
     """``net``'s probabilities ``(K, D, h, w)`` of ``case`` on its own grid."""
-    probs_w = predict_probs(net, case.image, tta_flips=config.tta_flips)
+    probs_w = predict_probs(net, case.image, tta_flips=config.tta_flips, patch=config.patch_size)
     probs: np.ndarray = to_original(probs_w, case.grid).movedim(1, 0).numpy()
     return probs
 

@@ -28,6 +28,11 @@ class AuditConfig:
     # Preprocessing: every 2D image or slice is padded to a square and resized to size x size;
     # None: from the data's fingerprint (models.fingerprint), reported in run.json.
     size: int | None = None
+    # Patches (models.train, models.network): above this working size the network trains on
+    # random patch_size x patch_size windows (a third of them centred on a foreground pixel) and
+    # predicts with MONAI's sliding-window inferer, so that an epoch costs the same whatever the
+    # working size; at or below it, on whole images.
+    patch_size: int = 256
     # Network: a MONAI residual U-Net.
     channels: tuple[int, ...] = (16, 32, 64, 128)
     num_res_units: int = 1
@@ -102,6 +107,10 @@ class AuditConfig:
         need(
             self.size is None or (self.size >= 32 and self.size % 8 == 0),
             f"size must be >= 32 and a multiple of 8, got {self.size}",
+        )
+        need(
+            self.patch_size >= 32 and self.patch_size % 8 == 0,
+            f"patch_size must be >= 32 and a multiple of 8, got {self.patch_size}",
         )
         need(
             len(self.channels) >= 2 and all(c > 0 for c in self.channels),

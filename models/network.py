@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from monai.inferers.utils import sliding_window_inference
 from monai.networks.nets.unet import UNet
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -47,26 +48,53 @@ def autocast(device: torch.device, *, enabled: bool = True) -> torch.autocast:
     )
 
 
+WINDOW_OVERLAP = 0.25  # sliding windows overlap by a quarter, blended with Gaussian weights
+
+
 @torch.no_grad()
 def predict_probs(
-    model: nn.Module, images: torch.Tensor, *, tta_flips: bool, batch_size: int = 32
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    tta_flips: bool,
+    patch: int | None = None,
+    batch_size: int = 32,
 ) -> torch.Tensor:
     """Softmax probabilities ``(N, K, S, S)`` for images ``(N, C, S, S)``, on the CPU.
 
     With ``tta_flips`` the prediction is the mean over identity, horizontal and vertical flips.
-    On CUDA the forward pass runs in bfloat16.
+    Images larger than ``patch`` (the side the network trained on) are predicted with MONAI's
+    sliding-window inferer, windows of ``patch`` px. On CUDA the forward pass runs in bfloat16.
     """
     model.eval()
     device = next(model.parameters()).device
     flips: list[tuple[int, ...]] = [(), (-1,), (-2,)] if tta_flips else [()]
+    windowed = patch is not None and max(images.shape[-2:]) > patch
+
+    def softmax(x: torch.Tensor) -> torch.Tensor:
+        with autocast(device):
+            logits = model(x)
+        return torch.softmax(logits.float(), dim=1)
+
     out = []
     for start in range(0, images.shape[0], batch_size):
         x = images[start : start + batch_size].to(device)
         total: torch.Tensor | None = None
         for dims in flips:
-            with autocast(device):
-                logits = model(x.flip(dims) if dims else x)
-            probs = torch.softmax(logits.float(), dim=1)
+            view = x.flip(dims) if dims else x
+            if windowed:
+                assert patch is not None
+                probs = sliding_window_inference(
+                    view,
+                    (patch, patch),
+                    sw_batch_size=batch_size,
+                    predictor=softmax,
+                    overlap=WINDOW_OVERLAP,
+                    mode="gaussian",
+                )
+                assert isinstance(probs, torch.Tensor)
+            else:
+                probs = softmax(view)
             probs = probs.flip(dims) if dims else probs
             total = probs if total is None else total + probs
         assert total is not None  # flips is never empty

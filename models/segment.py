@@ -57,7 +57,9 @@ def segment_folder(
             array = np.repeat(array, in_channels, axis=0)
         slices = as_slices(array, channels=True)
         grid = SliceGrid(int(slices.shape[2]), int(slices.shape[3]), size)
-        probs = predict_probs(net, image_to_working(slices, grid), tta_flips=config.tta_flips)
+        probs = predict_probs(
+            net, image_to_working(slices, grid), tta_flips=config.tta_flips, patch=config.patch_size
+        )
         labels = to_original(probs, grid).argmax(dim=1).numpy().astype(label_dtype(num_classes))
         target = Path(out_dir) / f"{case}{label_extension(images[case])}"  # JPEG: PNG
         write_array(target, from_slices(labels, is_3d=image.geometry.is_3d), image.geometry)

@@ -203,7 +203,8 @@ def _judge(
     teacher: nn.Module, data: TrainData, span: slice, config: AuditConfig, tta: bool
 ) -> tuple[np.ndarray, np.ndarray, Disagreement]:
     """One case's probabilities ``(K, D, S, S)``, its given mask and the disagreement."""
-    probs = predict_probs(teacher, data.images[span], tta_flips=tta).movedim(1, 0).numpy()
+    found = predict_probs(teacher, data.images[span], tta_flips=tta, patch=config.patch_size)
+    probs = found.movedim(1, 0).numpy()
     given = data.masks[span].numpy()
     return probs, given, measure(probs, given, ring_radius=config.ring_radius)
 
@@ -252,6 +253,33 @@ def _flip_batch(
     return x, y
 
 
+FOREGROUND_PATCHES = 1.0 / 3.0  # share of patches centred on a foreground pixel (nnU-Net's)
+
+
+def crop_batch(
+    x: torch.Tensor, y: torch.Tensor, patch: int, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random ``patch`` x ``patch`` window of each image ``x`` ``(B, C, H, W)`` and its target
+    ``y`` ``(B, H, W)``: with probability ``FOREGROUND_PATCHES`` centred on a random foreground
+    pixel of the target (where it has one), else anywhere, so that a small object in a large
+    image is still seen every few epochs."""
+    height, width = x.shape[-2:]
+    ph, pw = min(patch, height), min(patch, width)
+    xs, ys = [], []
+    for i in range(x.shape[0]):
+        top = int(torch.randint(0, height - ph + 1, (1,), generator=g))
+        left = int(torch.randint(0, width - pw + 1, (1,), generator=g))
+        if float(torch.rand(1, generator=g)) < FOREGROUND_PATCHES:
+            found = torch.nonzero(y[i] > 0)
+            if len(found):
+                pick = found[int(torch.randint(0, len(found), (1,), generator=g))]
+                top = min(max(int(pick[0]) - ph // 2, 0), height - ph)
+                left = min(max(int(pick[1]) - pw // 2, 0), width - pw)
+        xs.append(x[i, :, top : top + ph, left : left + pw])
+        ys.append(y[i, top : top + ph, left : left + pw])
+    return torch.stack(xs), torch.stack(ys)
+
+
 def train_epoch(
     state: TrainState,
     data: TrainData,
@@ -292,6 +320,8 @@ def _optimise(
     y = y.long()
     if config.augment_flips:
         x, y = _flip_batch(x, y, state.generator)
+    if max(x.shape[-2:]) > config.patch_size:
+        x, y = crop_batch(x, y, config.patch_size, state.generator)
     x, y, w = x.to(device), y.to(device), w.to(device)
     with autocast(device, enabled=config.amp):
         logits = state.net(x)

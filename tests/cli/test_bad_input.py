@@ -259,6 +259,9 @@ def test_bad_settings_exit_non_zero(hc18_small, tmp_path, capsys):
     rc = run_cli(images, masks, tmp_path / "out", "--size", "20")
     assert rc == 2 and "size must be >= 32" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+    rc = run_cli(images, masks, tmp_path / "out", "--patch-size", "100")
+    assert rc == 2 and "patch_size must be >= 32 and a multiple of 8" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("bad", ["image", "mask"])

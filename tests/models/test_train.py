@@ -93,3 +93,56 @@ def test_the_judge_is_refitted_to_the_given_masks_and_the_teacher_is_left_alone(
     again = train.refit_judge(state, data, config, torch.device("cpu"), lambda _: None)
     for a, b in zip(judge.state_dict().values(), again.state_dict().values(), strict=True):
         assert torch.equal(a, b)  # the same seed refits the same judge
+
+
+def test_patches_are_windows_of_image_and_target_and_find_small_objects():
+    x = torch.arange(2 * 64 * 64, dtype=torch.float32).reshape(2, 1, 64, 64)
+    y = torch.zeros(2, 64, 64, dtype=torch.long)
+    y[:, 58:62, 2:6] = 1  # one small object in a corner
+    g = torch.Generator().manual_seed(0)
+    seen = 0
+    for _ in range(60):
+        px, py = train.crop_batch(x, y, 16, g)
+        assert px.shape == (2, 1, 16, 16) and py.shape == (2, 16, 16)
+        for i in range(2):  # the window of the image and of its target is the same one
+            top, left = divmod(int(px[i, 0, 0, 0]) - i * 64 * 64, 64)
+            assert torch.equal(py[i], y[i, top : top + 16, left : left + 16])
+        seen += int((py > 0).flatten(1).any(1).sum())
+    # A uniform window holds the object about 1 time in 19; a third are centred on it.
+    assert seen / 120 > 0.3
+    again = train.crop_batch(x, y, 16, torch.Generator().manual_seed(0))
+    first = train.crop_batch(x, y, 16, torch.Generator().manual_seed(0))
+    assert torch.equal(again[0], first[0])
+    whole = train.crop_batch(x[:, :, :16, :16], y[:, :16, :16], 16, g)  # no larger than a patch
+    assert torch.equal(whole[0], x[:, :, :16, :16])
+
+
+def test_sliding_windows_match_a_whole_image_prediction_of_a_pointwise_network():
+    net = torch.nn.Conv2d(1, 3, kernel_size=1)  # no context: every window agrees with the whole
+    images = torch.randn(3, 1, 40, 40)
+    whole = predict_probs(net, images, tta_flips=True)
+    windows = predict_probs(net, images, tta_flips=True, patch=16)
+    assert windows.shape == (3, 3, 40, 40)
+    assert torch.allclose(windows, whole, atol=1e-5)
+    assert torch.allclose(windows.sum(1), torch.ones(3, 40, 40), atol=1e-5)
+
+
+def test_above_the_patch_size_the_network_trains_on_patches(hc18_small):
+    config = AuditConfig(size=64, patch_size=32, epochs=4, channels=(8, 16), batch_size=4)
+    dataset = load_dataset(*hc18_small, size=config.size, min_cases=config.min_cases)
+    data = train.TrainData.from_dataset(dataset, single_object_classes=(1,))
+    state = train.new_state(data, config, torch.device("cpu"))
+    sides: list[int] = []
+    hook = state.net.register_forward_pre_hook(lambda _, args: sides.append(args[0].shape[-1]))
+    train.train_epoch(state, data, config, torch.device("cpu"), lambda _: None)
+    hook.remove()
+    assert sides and set(sides) == {32}
+    sides.clear()
+    hook = state.teacher.module.register_forward_pre_hook(
+        lambda _, args: sides.append(args[0].shape[-1])
+    )
+    found = train.held_out_figures(
+        [state.teacher.module], [0] * len(data.case_slices), data, config
+    )
+    hook.remove()
+    assert len(found) == len(data.case_slices) and set(sides) == {32}  # sliding windows
