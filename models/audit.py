@@ -287,8 +287,7 @@ def score(run: _Run, staging: Path) -> tuple[Verdict, list[CaseResult]]:
             for state, data in zip(run.states, run.fold_data, strict=True)
         ]
     if run.plan.cross_fitted or run.judges:  # the figures by the network that judges each case
-        judges = [run.judge_of(i) for i in range(len(cases))]
-        judged = held_out_figures(judges, list(range(len(cases))), run.data, config)
+        judged = held_out_figures([run.judge_of(i) for i in range(len(cases))], run.data, config)
     else:
         judged = run.states[0].figures
     initial = np.array([f.features() for f in judged])

@@ -189,13 +189,13 @@ def filter_step(
 
 
 def held_out_figures(
-    teachers: Sequence[nn.Module], scorer: Sequence[int], data: TrainData, config: AuditConfig
+    networks: Sequence[nn.Module], data: TrainData, config: AuditConfig
 ) -> list[Disagreement]:
-    """Each case's working-size figures by the teacher ``scorer[i]`` (cross-fitting: the one
-    that never trained on case i), as the final filter pass measures them."""
+    """Each case's working-size figures by ``networks[i]``, the network that judges case i
+    (cross-fitting: one that never trained on it), as the final filter pass measures them."""
     return [
-        _judge(teachers[k], data, span, config, config.tta_flips)[2]
-        for span, k in zip(data.case_slices, scorer, strict=True)
+        _judge(network, data, span, config, config.tta_flips)[2]
+        for span, network in zip(data.case_slices, networks, strict=True)
     ]
 
 

@@ -141,8 +141,6 @@ def test_above_the_patch_size_the_network_trains_on_patches(hc18_small):
     hook = state.teacher.module.register_forward_pre_hook(
         lambda _, args: sides.append(args[0].shape[-1])
     )
-    found = train.held_out_figures(
-        [state.teacher.module], [0] * len(data.case_slices), data, config
-    )
+    found = train.held_out_figures([state.teacher.module] * len(data.case_slices), data, config)
     hook.remove()
     assert len(found) == len(data.case_slices) and set(sides) == {32}  # sliding windows
