@@ -47,8 +47,8 @@ def test_means_over_seeds_and_the_comparisons():
     assert "0.60 missed" in targets and "4.0 met" in targets
 
 
-def test_the_full_plan_holds_a_200_case_hc18_cell_that_fits_the_reporting_half(tmp_path):
-    """make bench's 200-case cells: their split of the real hc18 folder's reporting half."""
+def test_the_full_plan_holds_200_case_cells_that_fit_the_reporting_half(tmp_path):
+    """make bench's 200-case cells: their split of the real folders' reporting half."""
     import os
 
     from bench.harness import split_cases
@@ -61,12 +61,16 @@ def test_the_full_plan_holds_a_200_case_hc18_cell_that_fits_the_reporting_half(t
             pytest.fail(message)
         pytest.skip(message)
     datasets, noises, sizes = plan(False, tmp_path)
-    large = {ds.name: ds for ds in datasets}["hc18-200"]
-    assert large.train_cases == 200 and set(large.noises) == {"mixed", "clean"}
+    by_name = {ds.name: ds for ds in datasets}
+    assert by_name["hc18-200"].noises == ("mixed", "clean")
+    assert by_name["dsb2018-200"].noises == ("mixed",) and by_name["dsb2018-200"].instances
     assert {"B", "L", "P", "mixed", "clean"} <= set(noises) and sizes["train_cases"] == 40
-    cases = sorted(
-        set(index_folder(large.images, "image")) & set(index_folder(large.masks, "mask"))
-    )
-    train, test = split_cases(cases, 200, sizes["test_cases"], pool="test")
-    assert len(train) == 200 and len(test) == sizes["test_cases"]
-    assert not set(train) & set(test)
+    for name in ("hc18-200", "dsb2018-200"):
+        large = by_name[name]
+        assert large.train_cases == 200
+        cases = sorted(
+            set(index_folder(large.images, "image")) & set(index_folder(large.masks, "mask"))
+        )
+        train, test = split_cases(cases, 200, sizes["test_cases"], pool="test")
+        assert len(train) == 200 and len(test) == sizes["test_cases"]
+        assert not set(train) & set(test)
