@@ -68,13 +68,16 @@ def test_an_unknown_variant_is_refused(tmp_path):
         main(["--data", "hc18", "--noise", "B", "--variant", "nope", "--out", str(tmp_path / "x")])
 
 
-def test_a_missing_data_folder_is_refused_by_name(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize(
+    ("data", "folder"), [("hc18", "hc18"), ("dsb2018", "dsb2018"), ("dsb2018-large", "dsb2018")]
+)
+def test_a_missing_data_folder_is_refused_by_name(tmp_path, monkeypatch, capsys, data, folder):
     import bench.probe
 
     monkeypatch.setattr(bench.probe, "SHARED", tmp_path / "nowhere")
     with pytest.raises(SystemExit):
-        main(["--data", "hc18", "--noise", "B", "--out", str(tmp_path / "x.json")])
-    assert "nowhere/hc18, which is not there" in capsys.readouterr().err
+        main(["--data", data, "--noise", "B", "--out", str(tmp_path / "x.json")])
+    assert f"nowhere/{folder}, which is not there" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
 
 
