@@ -1,7 +1,8 @@
 """Probes of the audit's judge: one cell's audit with a variant of how the network that
 scores the cases is trained or chosen, and every case's evidence, flag and repair figures saved.
 
-    python -m bench.probe --data hc18|dsb2018|dsb2018-large --noise B|L|P|mixed|clean [--seed S]
+    python -m bench.probe --data hc18|dsb2018|dsb2018-360|dsb2018-large
+                          --noise B|L|P|mixed|clean [--seed S]
                           [--train-cases N] [--variant base|plain|student|warmup|folds2]
                           [--set KEY=VALUE ...] [--pool dev|test] --out FILE.json
 
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.evaluate import mask_dice, read_truth
-from bench.harness import BenchSpec, judge, parse_settings, prepare
+from bench.harness import BenchSpec, downstream_dice, judge, parse_settings, prepare
 from bench.matrix import SHARED, dsb_square_256, dsb_subset
 from imaging.cases import index_folder
 from imaging.formats import read_mask
@@ -99,6 +100,9 @@ def _probe(args: argparse.Namespace, overrides: dict[str, Any], work: Path) -> d
     elif args.data == "dsb2018-large":  # 126 images of 512 to 1388 px a side
         images, masks = dsb_subset(work / "dsb", lambda size: min(size) >= 512)
         instances = True
+    elif args.data == "dsb2018-360":  # 538 images up to 360 px: the dsb2018-200 cell's
+        images, masks = dsb_subset(work / "dsb", lambda size: max(size) <= 360)
+        instances = True
     else:
         images, masks = dsb_square_256(work / "dsb")
         instances = True
@@ -122,6 +126,10 @@ def _probe(args: argparse.Namespace, overrides: dict[str, Any], work: Path) -> d
     wall = time.perf_counter() - started
     truth = read_truth(paths["truth"])
     judged = judge(work / "audit", paths)  # the figures a matrix cell reports
+    # The final network on the pool's held-out cases, as a matrix cell's downstream figure.
+    test_dice = downstream_dice(
+        work / "audit" / "model.pt", paths["test_images"], paths["test_true"], work / "test", "auto"
+    )
     with (work / "audit" / SCORES).open(newline="") as f:
         rows = list(csv.DictReader(f))
     true, given = index_folder(paths["train_true"], "mask"), index_folder(paths["noisy"], "mask")
@@ -147,6 +155,7 @@ def _probe(args: argparse.Namespace, overrides: dict[str, Any], work: Path) -> d
         "wall_s": round(wall, 1),
         **judged["detection"],
         "repair": judged["repair"],
+        "test_dice": test_dice,
         "mixture": summary["mixture"] if isinstance(summary, dict) else None,
         "history": result.run["history"],
         "cases": cases,
@@ -155,7 +164,9 @@ def _probe(args: argparse.Namespace, overrides: dict[str, Any], work: Path) -> d
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="bench.probe", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", choices=("hc18", "dsb2018", "dsb2018-large"), required=True)
+    parser.add_argument(
+        "--data", choices=("hc18", "dsb2018", "dsb2018-360", "dsb2018-large"), required=True
+    )
     parser.add_argument("--noise", choices=("B", "L", "P", "mixed", "clean"), required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-cases", type=int, default=40)
@@ -185,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.variant} "
         f"{' '.join(args.set)}: "
         f"AUROC {auroc}, {found['flagged']} flagged, F1 {found['f1']:.2f}, "
-        f"{found['wall_s']:.0f} s\n"
+        f"test Dice {found['test_dice']:.3f}, {found['wall_s']:.0f} s\n"
     )
 
 

@@ -175,8 +175,8 @@ def push(
         .join(StoredFile, StoredFile.id == ResultRow.cleansed_file_id)
         .where(ResultRow.audit_id == audit.id)
         .order_by(Case.name)
-    ).tuples()
-    rows: Sequence[tuple[str, StoredFile]] = found.all()
+    )
+    rows: Sequence[tuple[str, StoredFile]] = [(name, stored) for name, stored in found]
     export = f"GET /v1/audits/{audit.id}/export"
     return _push_masks(store, server, rows, cases, f"audit {audit.id}", "cleansed", export)
 

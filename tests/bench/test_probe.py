@@ -69,7 +69,13 @@ def test_an_unknown_variant_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("data", "folder"), [("hc18", "hc18"), ("dsb2018", "dsb2018"), ("dsb2018-large", "dsb2018")]
+    ("data", "folder"),
+    [
+        ("hc18", "hc18"),
+        ("dsb2018", "dsb2018"),
+        ("dsb2018-360", "dsb2018"),
+        ("dsb2018-large", "dsb2018"),
+    ],
 )
 def test_a_missing_data_folder_is_refused_by_name(tmp_path, monkeypatch, capsys, data, folder):
     import bench.probe
