@@ -28,7 +28,7 @@ test: $(STAMP)
 	scripts/install-test-services.sh
 	$(BIN)/python -m pytest -q
 
-# The standard matrix of docs/benchmarks.md (reads ../shared/data; about 90 minutes on 2 CPU cores),
+# The standard matrix of docs/benchmarks.md (reads ../shared/data; about 100 minutes on 2 CPU cores),
 # after the API's load benchmark.
 bench: $(STAMP) bench-api
 	$(BIN)/python -m bench.matrix

@@ -6,12 +6,13 @@
                            [--out DIR | --into RUN] [--summarise RUN]
 
 Full: hc18 and dsb2018 (instance masks; its 256x256 images) from ../shared/data at the working
-size of their fingerprint (128 and 256 px), every method, one seed (0) so that it fits about 90
-minutes on 2 CPU cores: 40 training cases each, hc18 with noise B, L, P (polygon), mixed and
-clean (alpha 0), dsb2018 (where each cell costs about three hc18 cells) with B, L and clean; then
-``hc18-200``, 200 training cases, mixed and clean, and ``dsb2018-200``, 200 training cases of
-dsb2018's images up to 360 px (at 256 px, as the 40-case cells; the 256 px images alone hold 167
-in the reporting half, too few), mixed. ``--noises`` and ``--seeds`` add the rest.
+size of their fingerprint (128 and 256 px), every method, one seed (0), about 100 minutes on 2
+CPU cores (docs/benchmarks.md): 40 training cases each, hc18 with noise B, L, P (polygon),
+mixed and clean (alpha 0), dsb2018 (where each cell costs about three hc18 cells) with B, L
+and clean; then ``hc18-200``, 200 training cases, mixed and clean, and ``dsb2018-200``, 200
+training cases of dsb2018's images up to 360 px (at 256 px, as the 40-case cells; the 256 px
+images alone hold 167 in the reporting half, too few), mixed. ``--noises`` and ``--seeds`` add
+the rest.
 Quick: the committed hc18 sample, mixed noise, one seed, smaller and shorter.
 Writes each cell's ``results.json`` into ``DIR/<time>/cells/`` and then ``summary.json`` and
 ``summary.md`` (means over the seeds, the targets of docs/benchmarks.md beside them).
