@@ -67,6 +67,8 @@ from models.train import (
     pseudo_label,
     refit_judge,
     train,
+    training_config,
+    uses_joint_supervision,
 )
 
 UNCERTAIN_Z = 3.0  # a teacher this many robust deviations more unsure than usual is "uncertain"
@@ -198,6 +200,7 @@ def prepare(
             (c.mask.numpy() for c in dataset.cases), dataset.num_classes
         )
     data = TrainData.from_dataset(dataset, single)
+    config = training_config(config, data)
     for case, span in zip(dataset.cases, data.case_slices, strict=True):
         case.image, case.mask = data.images[span], data.masks[span]  # views: one copy in memory
     load_s = time.perf_counter() - started
@@ -672,7 +675,11 @@ def _run_info(run: _Run, final: Verdict, results: list[CaseResult]) -> dict[str,
             "working_size": run.size,
             "fingerprint": None if run.fingerprint is None else run.fingerprint.to_dict(),
         },
-        "config": {**config.to_dict(), "warmup_epochs_in_effect": config.warmup},
+        "config": {
+            **config.to_dict(),
+            "warmup_epochs_in_effect": config.warmup,
+            "joint_supervision_in_effect": uses_joint_supervision(config, data),
+        },
         "device": str(run.device),
         "threads": torch.get_num_threads(),
         "versions": outputs.versions(),

@@ -85,6 +85,10 @@ class AuditConfig:
     fill_holes: bool = True
     single_object_classes: tuple[int, ...] | None = None  # None: inferred from the given masks
     # Joint supervision.
+    # "auto": on where every foreground class is drawn as one object per mask, off where masks
+    # hold many objects (models.train.uses_joint_supervision); "off": the warm-up lasts to the
+    # last epoch: every case trains on its given mask until the filter's one pass before it.
+    joint_supervision: Literal["auto", "on", "off"] = "auto"
     lambda_max: float = 1.0
     lambda_ramp_epochs: int = 5
     weight_by_clean_prob: bool = True
@@ -124,6 +128,10 @@ class AuditConfig:
         need(
             self.lr_schedule in ("constant", "cosine"),
             f"lr_schedule must be constant or cosine, got '{self.lr_schedule}'",
+        )
+        need(
+            self.joint_supervision in ("auto", "on", "off"),
+            f"joint_supervision must be auto, on or off, got '{self.joint_supervision}'",
         )
         need(
             self.degenerate_pass in ("hold", "decay"),

@@ -8,6 +8,7 @@ Progress goes to a callback, so this module never knows who is listening.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -207,6 +208,29 @@ def _judge(
     probs = found.movedim(1, 0).numpy()
     given = data.masks[span].numpy()
     return probs, given, measure(probs, given, ring_radius=config.ring_radius)
+
+
+def uses_joint_supervision(config: AuditConfig, data: TrainData) -> bool:
+    """Whether flagged cases train on pseudo labels (``config.joint_supervision``; ``auto``: where
+    every class the masks draw is one object per mask).
+
+    A wrong single-object mask is wrong as a whole, and the pseudo label replaces it. A mask of
+    many objects (nuclei) is mostly right even when flagged, and the filter also flags the
+    images the network finds hard (rare stains): relabelled by the teacher, they teach it its
+    own mistakes (measured in ``docs/benchmarks.md``, "joint supervision decided by the masks").
+    """
+    if config.joint_supervision != "auto":
+        return config.joint_supervision == "on"
+    drawn = (int(c) for c in torch.unique(data.masks) if c > 0)  # classes no mask holds: no say
+    return all(c in data.single_object_classes for c in drawn)
+
+
+def training_config(config: AuditConfig, data: TrainData) -> AuditConfig:
+    """The settings training runs with: without joint supervision the warm-up lasts to the last
+    epoch (the filter's one pass before it and the final pass still score the cases)."""
+    if uses_joint_supervision(config, data):
+        return config
+    return dataclasses.replace(config, warmup_epochs=config.epochs - 1)
 
 
 def learning_rate(epoch: int, config: AuditConfig) -> float:

@@ -101,6 +101,7 @@ def test_run_json_records_config_versions_timings_and_summary(tiny_run):
     result, _ = tiny_run
     run = json.loads((result.out_dir / layout.RUN).read_text())
     assert run["config"]["size"] == 32 and run["config"]["warmup_epochs_in_effect"] == 2
+    assert run["config"]["joint_supervision_in_effect"] is True  # hc18: one head per mask
     assert {"torch", "monai", "numpy", "scikit-learn", "segaudit"} <= set(run["versions"])
     assert run["timings"]["train_s"] > 0 and run["timings"]["total_s"] >= run["timings"]["train_s"]
     assert run["summary"]["cases"] == 8 and len(run["history"]) == 4

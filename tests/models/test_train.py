@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -144,3 +146,34 @@ def test_above_the_patch_size_the_network_trains_on_patches(hc18_small):
     found = train.held_out_figures([state.teacher.module] * len(data.case_slices), data, config)
     hook.remove()
     assert len(found) == len(data.case_slices) and set(sides) == {32}  # sliding windows
+
+
+@pytest.mark.parametrize(
+    ("setting", "single", "expected"),
+    [
+        ("auto", (1,), True),  # one object per mask (hc18): pseudo labels replace wrong masks
+        ("auto", (), False),  # many objects per mask (nuclei): the given masks teach
+        ("on", (1,), True),
+        ("on", (), True),
+        ("off", (1,), False),
+    ],
+)
+def test_joint_supervision_follows_the_masks_unless_set(tiny, setting, single, expected):
+    _, data, config = tiny
+    data = dataclasses.replace(data, single_object_classes=single)
+    chosen = AuditConfig(**{**config.to_dict(), "joint_supervision": setting})
+    assert train.uses_joint_supervision(chosen, data) is expected
+    resolved = train.training_config(chosen, data)
+    assert resolved.warmup == (chosen.warmup if expected else chosen.epochs - 1)
+
+
+def test_a_drawn_class_of_many_objects_turns_auto_joint_supervision_off(tiny):
+    _, data, config = tiny
+    masks = data.masks.clone()
+    masks[0][masks[0] == 1] = 2  # class 2 drawn in one mask, not among the single-object ones
+    two = dataclasses.replace(data, masks=masks, num_classes=4, single_object_classes=(1,))
+    assert not train.uses_joint_supervision(config, two)
+    # class 3 is declared but never drawn: it has no say
+    assert train.uses_joint_supervision(
+        config, dataclasses.replace(two, single_object_classes=(1, 2))
+    )
