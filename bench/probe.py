@@ -11,6 +11,8 @@ Variants (each patches the engine in this process only; none is a product settin
 - ``base``: the engine as it is.
 - ``plain``: no joint supervision. Warm-up lasts until the last epoch, so the network learns the
   given masks only; the label filter runs once before the last epoch and again when scoring.
+  The same training as the product setting ``--set joint_supervision=off`` (kept as a variant
+  so that earlier result files stay reproducible by their names).
 - ``student``: the final filter pass and the scoring use the student's weights, not the EMA
   teacher's.
 - ``warmup``: ... the teacher's weights as they were at the end of warm-up.

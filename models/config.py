@@ -85,7 +85,7 @@ class AuditConfig:
     fill_holes: bool = True
     single_object_classes: tuple[int, ...] | None = None  # None: inferred from the given masks
     # Joint supervision.
-    # "auto": on where every foreground class is drawn as one object per mask, off where masks
+    # "auto": on where every class the masks draw is one object per mask, off where masks
     # hold many objects (models.train.uses_joint_supervision); "off": the warm-up lasts to the
     # last epoch: every case trains on its given mask until the filter's one pass before it.
     joint_supervision: Literal["auto", "on", "off"] = "auto"

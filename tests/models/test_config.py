@@ -31,6 +31,7 @@ def test_round_trips_through_a_dict():
         ({"patch_size": 100}, "patch_size must be >= 32 and a multiple of 8"),
         ({"patch_size": 16}, "patch_size must be >= 32"),
         ({"judge_learning_rate": 0.0}, "judge_learning_rate must be > 0"),
+        ({"joint_supervision": "maybe"}, "joint_supervision must be auto, on or off"),
     ],
 )
 def test_invalid_values_are_refused_with_the_reason(change, message):
