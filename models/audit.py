@@ -505,12 +505,14 @@ def _verdict(
         real, copies, names=(*EVIDENCE, "size_atypical"), reference=reference, seed=config.seed
     )
     # The label filter's two-component mixture once more, on the graded evidence: a Gaussian
-    # clean group and a uniform noisy component (models.flagging), a posterior per case.
+    # clean group and a noisy component, half the copies' evidence density and half uniform
+    # (models.flagging), a posterior per case.
     flag = fit_flags(
         calibration.evidence,
         calibration.synthetic_evidence,
         threshold=config.flag_probability,
         max_noisy_share=config.gmm_max_noisy_weight,
+        copies_weight=config.flag_copies_weight,
     )
     uncertainty = np.array([s.figures.values["uncertainty"] for s in scored])
     centre = float(np.median(uncertainty))

@@ -69,9 +69,12 @@ class AuditConfig:
         "hold"  # a pass with no noisy group: "hold" or "decay" (to clean)
     )
     # The final flag: a case is flagged when the mixture on the graded evidence (a Gaussian
-    # clean group and a uniform noisy component, models.flagging) gives it at least this
-    # posterior probability of a wrong mask.
+    # clean group and a noisy component from the copies' evidence, models.flagging) gives it
+    # at least this posterior probability of a wrong mask.
     flag_probability: float = 0.5
+    # The noisy component's weight on the known-noisy copies' evidence density; the rest is
+    # uniform over the evidence seen (0: uniform only, the flag before 2026-12-07).
+    flag_copies_weight: float = 0.5
     filter_every: int = 2  # epochs between label-filter passes after the warm-up
     filter_tta: bool = False  # flip TTA in those passes (the final pass follows tta_flips)
     # The judge (models.train.refit_judge): after training, a copy of the teacher is trained
@@ -151,6 +154,7 @@ class AuditConfig:
         need(0.5 <= self.gmm_max_noisy_weight <= 1.0, "gmm_max_noisy_weight must be in [0.5, 1]")
         need(0.0 <= self.clean_prob_momentum < 1.0, "clean_prob_momentum must be in [0, 1)")
         need(0.0 < self.flag_probability < 1.0, "flag_probability must be in (0, 1)")
+        need(0.0 <= self.flag_copies_weight <= 1.0, "flag_copies_weight must be in [0, 1]")
         need(0.0 < self.flag_threshold < 1.0, "flag_threshold must be in (0, 1)")
         need(
             0.5 <= self.confidence <= 1.0, f"confidence must be in [0.5, 1], got {self.confidence}"

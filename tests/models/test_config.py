@@ -27,6 +27,7 @@ def test_round_trips_through_a_dict():
         ({"min_cases": 2}, "min_cases must be >= 4"),
         ({"gmm_max_noisy_weight": 0.2}, "gmm_max_noisy_weight"),
         ({"flag_probability": 1.0}, "flag_probability must be in"),
+        ({"flag_copies_weight": 1.5}, "flag_copies_weight must be in"),
         ({"judge_epochs": -1}, "judge_epochs must be 0..100"),
         ({"patch_size": 100}, "patch_size must be >= 32 and a multiple of 8"),
         ({"patch_size": 16}, "patch_size must be >= 32"),
