@@ -71,7 +71,8 @@ def fit_flags(
     low, high = min(float(e.min()), float(c.min())), max(float(e.max()), float(c.max()))
     uniform = 1.0 / max(high - low, 1e-9)
     learnt = _density(c)(e) if copies_weight > 0 else np.zeros(len(e))
-    log_noisy = np.log(copies_weight * learnt + (1.0 - copies_weight) * uniform)
+    # (floored: at copies_weight 1 the kernel density underflows far from every copy)
+    log_noisy = np.log(np.maximum(copies_weight * learnt + (1.0 - copies_weight) * uniform, 1e-300))
     # The clean spread never falls below a small share of the copies' own, so that a set of
     # near-identical cases cannot make every other case infinitely unlikely.
     floor = 0.05 * float(np.std(c))

@@ -90,3 +90,12 @@ def test_bad_input_is_refused_with_the_reason(evidence, copies, message):
 def test_a_copies_weight_outside_0_1_is_refused():
     with pytest.raises(ValueError, match="copies_weight must be in"):
         fit_flags(np.arange(6.0), np.arange(5.0), copies_weight=1.5)
+
+
+def test_the_copies_density_alone_stays_finite_far_from_every_copy():
+    evidence = np.concatenate([np.linspace(-3.0, 1.0, 30), [400.0]])
+    copies = np.linspace(2.0, 6.0, 50)
+    with np.errstate(divide="raise", invalid="raise"):  # no log of zero on the way
+        fit = fit_flags(evidence, copies, copies_weight=1.0)
+    assert np.all(np.isfinite(fit.probability))
+    assert fit.probability[-1] == fit.probability.max()  # monotone: the farthest case is kept
