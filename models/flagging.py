@@ -11,8 +11,8 @@ this data: on nuclei at 200 cases the corrupted masks lay a few units above the 
 where the copies lay, and a uniform component alone, spread as far as the farthest copy, was
 too thin there to win against a clean Gaussian widened over both (about half the wrong masks
 found). The uniform part assumes nothing about the errors' shape, which differs from set to
-set and from the copies' (an annotator who skipped half the nuclei lies far beyond the copies
-that miss one). Each case's posterior under the noisy component is its ``noise_probability``;
+set and from the copies' (an annotator who skipped half the nuclei lies far beyond most
+copies). Each case's posterior under the noisy component is its ``noise_probability``;
 it is flagged at ``threshold``. The probability is monotone in the evidence (a case beyond the
 copies keeps at least the posterior of those below it) and 0 at or below the clean centre.
 """
