@@ -397,6 +397,7 @@ class Verdict:
                 "noisy_share": round(self.flag.noisy_share, 4),
                 "clean_centre": round(self.flag.clean_centre, 4),
                 "clean_spread": round(self.flag.clean_spread, 4),
+                "copies_weight": round(self.flag.copies_weight, 4),
             },
             "model_uncertain": int(self.model_uncertain.sum()),
             "calibration": {
@@ -505,7 +506,7 @@ def _verdict(
         real, copies, names=(*EVIDENCE, "size_atypical"), reference=reference, seed=config.seed
     )
     # The label filter's two-component mixture once more, on the graded evidence: a Gaussian
-    # clean group and a noisy component, half the copies' evidence density and half uniform
+    # clean group and a noisy component, a blend of the copies' evidence density and a uniform
     # (models.flagging), a posterior per case.
     flag = fit_flags(
         calibration.evidence,

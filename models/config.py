@@ -73,8 +73,9 @@ class AuditConfig:
     # at least this posterior probability of a wrong mask.
     flag_probability: float = 0.5
     # The noisy component's weight on the known-noisy copies' evidence density; the rest is
-    # uniform over the evidence seen (0: uniform only, the flag before 2026-12-07).
-    flag_copies_weight: float = 0.5
+    # uniform over the evidence seen. None: fitted with the mixture, between a quarter and three
+    # quarters (models.flagging); 0: uniform only, the flag before 2026-12-07.
+    flag_copies_weight: float | None = None
     filter_every: int = 2  # epochs between label-filter passes after the warm-up
     filter_tta: bool = False  # flip TTA in those passes (the final pass follows tta_flips)
     # The judge (models.train.refit_judge): after training, a copy of the teacher is trained
@@ -154,7 +155,10 @@ class AuditConfig:
         need(0.5 <= self.gmm_max_noisy_weight <= 1.0, "gmm_max_noisy_weight must be in [0.5, 1]")
         need(0.0 <= self.clean_prob_momentum < 1.0, "clean_prob_momentum must be in [0, 1)")
         need(0.0 < self.flag_probability < 1.0, "flag_probability must be in (0, 1)")
-        need(0.0 <= self.flag_copies_weight <= 1.0, "flag_copies_weight must be in [0, 1]")
+        need(
+            self.flag_copies_weight is None or 0.0 <= self.flag_copies_weight <= 1.0,
+            "flag_copies_weight must be in [0, 1] (or None: fitted)",
+        )
         need(0.0 < self.flag_threshold < 1.0, "flag_threshold must be in (0, 1)")
         need(
             0.5 <= self.confidence <= 1.0, f"confidence must be in [0.5, 1], got {self.confidence}"

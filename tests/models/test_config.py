@@ -12,6 +12,12 @@ def test_defaults_are_valid_and_frozen():
         config.epochs = 3  # type: ignore[misc]
 
 
+def test_the_flag_copies_weight_is_fitted_by_default_or_fixed_when_given():
+    assert AuditConfig().flag_copies_weight is None  # fitted with the mixture
+    assert AuditConfig.from_dict({"flag_copies_weight": 0.0}).flag_copies_weight == 0.0
+    assert AuditConfig.from_dict({"flag_copies_weight": None}).flag_copies_weight is None
+
+
 def test_round_trips_through_a_dict():
     config = AuditConfig(channels=(8, 16), single_object_classes=(1, 2), seed=4)
     assert AuditConfig.from_dict(config.to_dict()) == config

@@ -1,12 +1,12 @@
-"""The final flag: a clean Gaussian and a noisy component (half the copies' evidence density,
-half uniform) on the evidence."""
+"""The final flag: a clean Gaussian and a noisy component (a blend of the copies' evidence
+density and a uniform, the blend fitted) on the evidence."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from models.flagging import fit_flags
+from models.flagging import COPIES_WEIGHT_RANGE, fit_flags
 
 
 def _sets(rng: np.random.Generator, clean: int, noisy: int) -> tuple[np.ndarray, np.ndarray]:
@@ -99,3 +99,46 @@ def test_the_copies_density_alone_stays_finite_far_from_every_copy():
         fit = fit_flags(evidence, copies, copies_weight=1.0)
     assert np.all(np.isfinite(fit.probability))
     assert fit.probability[-1] == fit.probability.max()  # monotone: the farthest case is kept
+
+
+def _forty(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A 40-case set, 16 wrong masks drawn where the copies lie, overlapping the clean group's
+    tail (as hc18's 40-case cells with large errors); evidence, copies, truth."""
+    rng = np.random.default_rng(seed)
+    evidence = np.concatenate([rng.normal(-2.0, 1.7, 24), rng.normal(4.0, 2.5, 16)])
+    return evidence, rng.normal(4.0, 3.0, 120), np.arange(40) >= 24
+
+
+@pytest.mark.parametrize("seed", [11, 14, 21])
+def test_a_noisy_group_like_the_copies_is_found_where_a_fixed_half_flagged_none(seed):
+    """A noisy component fixed at half the copies' density, half spread thin, lost these sets to
+    one clean Gaussian widened over every case; fitting the blend finds the wrong masks."""
+    evidence, copies, truth = _forty(seed)
+    assert not fit_flags(evidence, copies, copies_weight=0.5).flagged.any()
+    fit = fit_flags(evidence, copies)
+    assert (fit.flagged & truth).sum() >= 13  # recall >= 0.8
+    assert (fit.flagged & ~truth).sum() <= 2
+    assert fit.copies_weight == pytest.approx(COPIES_WEIGHT_RANGE[1])
+
+
+def test_fitting_the_blend_raises_recall_and_keeps_clean_sets_quiet():
+    fixed = fitted = clean = 0
+    for seed in range(30):
+        evidence, copies, truth = _forty(seed)
+        fixed += int((fit_flags(evidence, copies, copies_weight=0.5).flagged & truth).sum())
+        fitted += int((fit_flags(evidence, copies).flagged & truth).sum())
+        clean_set = np.random.default_rng(100 + seed).normal(-2.0, 1.7, 40)
+        clean += int(fit_flags(clean_set, copies).flagged.sum())
+    assert fitted >= fixed + 0.05 * 30 * 16, (fixed, fitted)  # recall up by 5 points or more
+    assert clean <= 0.02 * 30 * 40, clean  # at most 2% of the clean cases
+
+
+def test_the_copies_weight_is_fitted_inside_its_bounds_or_kept_when_given(rng):
+    # Wrong masks far beyond every copy: the uniform part explains them, the weight falls to its
+    # lower bound and never to 0.
+    evidence = np.concatenate([rng.normal(-2.0, 1.0, 30), rng.uniform(15.0, 40.0, 15)])
+    copies = rng.normal(3.0, 1.0, 120)
+    fit = fit_flags(evidence, copies)
+    assert fit.copies_weight == pytest.approx(COPIES_WEIGHT_RANGE[0])
+    assert fit.flagged[30:].all() and not fit.flagged[:30].any()
+    assert fit_flags(evidence, copies, copies_weight=0.3).copies_weight == 0.3
