@@ -69,8 +69,8 @@ class AuditConfig:
         "hold"  # a pass with no noisy group: "hold" or "decay" (to clean)
     )
     # The final flag: a case is flagged when the mixture on the graded evidence (a Gaussian
-    # clean group and a noisy component from the copies' evidence, models.flagging) gives it
-    # at least this posterior probability of a wrong mask.
+    # clean group and a noisy component blending the copies' evidence density with a uniform,
+    # models.flagging) gives it at least this posterior probability of a wrong mask.
     flag_probability: float = 0.5
     # The noisy component's weight on the known-noisy copies' evidence density; the rest is
     # uniform over the evidence seen. None: fitted with the mixture, between a quarter and three
