@@ -46,6 +46,10 @@ class AuditConfig:
     )
     weight_decay: float = 1e-4
     augment_flips: bool = True
+    # Random rotation and zoom (augment_spatial) and gamma and contrast (augment_intensity) of
+    # half the training slices each (models.augment, MONAI transforms).
+    augment_spatial: bool = False
+    augment_intensity: bool = False
     # Mixed precision (bfloat16 autocast) when training on CUDA; the CPU always runs float32.
     amp: bool = True
     seed: int = 0

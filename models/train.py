@@ -21,6 +21,7 @@ from monai.losses.dice import DiceLoss
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
+from models.augment import augment_batch
 from models.cleansing import cleanse
 from models.config import AuditConfig
 from models.dataset import WorkingSet
@@ -344,6 +345,14 @@ def _optimise(
     y = y.long()
     if config.augment_flips:
         x, y = _flip_batch(x, y, state.generator)
+    if config.augment_spatial or config.augment_intensity:
+        x, y = augment_batch(
+            x,
+            y,
+            state.generator,
+            spatial=config.augment_spatial,
+            intensity=config.augment_intensity,
+        )
     if max(x.shape[-2:]) > config.patch_size:
         x, y = crop_batch(x, y, config.patch_size, state.generator)
     x, y, w = x.to(device), y.to(device), w.to(device)
@@ -382,6 +391,9 @@ def refit_judge(
     still makes the pseudo labels: it is the one that never learnt the flagged masks' errors.
     """
     generator = torch.Generator().manual_seed(config.seed + 1)
+    # The refit measures how readily each given mask, as drawn, is fitted: no augmentation but
+    # flips.
+    config = dataclasses.replace(config, augment_spatial=False, augment_intensity=False)
     net = copy.deepcopy(state.teacher.module).to(device)
     judge = TrainState(
         net,

@@ -97,6 +97,23 @@ def test_the_judge_is_refitted_to_the_given_masks_and_the_teacher_is_left_alone(
         assert torch.equal(a, b)  # the same seed refits the same judge
 
 
+def test_augmentation_changes_training_but_never_the_judge(tiny):
+    state, data, config = tiny
+    augmented = AuditConfig(
+        **{**config.to_dict(), "augment_spatial": True, "augment_intensity": True}
+    )
+    trained = []
+    for chosen in (config, augmented):
+        fresh = train.new_state(data, chosen, torch.device("cpu"))
+        train.train_epoch(fresh, data, chosen, torch.device("cpu"), lambda _: None)
+        trained.append(fresh.net.state_dict())
+    assert any(not torch.equal(a, b) for a, b in zip(*(t.values() for t in trained), strict=True))
+    plain = train.refit_judge(state, data, config, torch.device("cpu"), lambda _: None)
+    judged = train.refit_judge(state, data, augmented, torch.device("cpu"), lambda _: None)
+    for a, b in zip(plain.state_dict().values(), judged.state_dict().values(), strict=True):
+        assert torch.equal(a, b)  # the judge fits the masks as drawn
+
+
 def test_patches_are_windows_of_image_and_target_and_find_small_objects():
     x = torch.arange(2 * 64 * 64, dtype=torch.float32).reshape(2, 1, 64, 64)
     y = torch.zeros(2, 64, 64, dtype=torch.long)
