@@ -24,6 +24,11 @@ from tests.app.conftest import load_dataset, submit
 from tests.worker.conftest import TINY, free_port, wait_until
 from worker.pipeline import run_folder
 
+# Enough epochs of the tiny network that the training phase outlasts a few of the watcher's
+# polls: with 6 (about 0.24 s of training, 2.4 s with 40) a full test run once saw none in 92
+# polls.
+WATCHED_EPOCHS = 40
+
 
 def test_an_upload_over_http_is_audited_by_a_worker(make_service, hc18_cases, tmp_path):
     service = make_service()
@@ -42,7 +47,13 @@ def test_an_upload_over_http_is_audited_by_a_worker(make_service, hc18_cases, tm
     done = subprocess.run(
         [sys.executable, "-m", "cli", "submit", "--server", url, "--api-key", key]
         + ["--images", str(images[0].parent), "--masks", str(masks[0].parent)]
-        + ["--parameters", json.dumps({**TINY, "epochs": 6}), "--wait", "--poll", "0.2"]
+        + [
+            "--parameters",
+            json.dumps({**TINY, "epochs": WATCHED_EPOCHS}),
+            "--wait",
+            "--poll",
+            "0.2",
+        ]
         + ["--out", str(tmp_path / "export")],
         capture_output=True,
         text=True,
@@ -58,7 +69,7 @@ def test_an_upload_over_http_is_audited_by_a_worker(make_service, hc18_cases, tm
     training = [a for a in seen if a["status"] == "running" and a["progress"]["phase"] == "train"]
     assert training, f"no training progress seen in {len(seen)} polls"
     assert all(0 < a["progress"]["percent"] < 100 for a in training)
-    assert all(a["progress"]["epochs"] == 6 for a in training)
+    assert all(a["progress"]["epochs"] == WATCHED_EPOCHS for a in training)
 
     with httpx.Client(base_url=url, headers={"X-API-Key": key}) as client:
         audit = client.get(f"/v1/audits/{audit_id}").json()
