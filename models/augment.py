@@ -5,8 +5,8 @@ rotation and zoom about its centre (the image bilinearly, the target by nearest 
 the same way; MONAI's batched ``AffineTransform``), and, with probability ``INTENSITY_P``,
 changes its gamma and contrast (MONAI's ``AdjustContrast`` and ``ScaleIntensityFixedMean``).
 The parameters are drawn from the training state's generator, so that a run repeats and
-resumes exactly. The ranges follow nnU-Net's defaults, the rotation narrowed for images whose
-orientation carries meaning.
+resumes exactly. The gamma and contrast ranges are nnU-Net's defaults; the rotation and zoom
+are narrower than nnU-Net's, for images whose orientation and scale carry meaning.
 """
 
 from __future__ import annotations
