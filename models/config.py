@@ -128,6 +128,9 @@ class AuditConfig:
             len(self.channels) >= 2 and all(c > 0 for c in self.channels),
             f"channels must be 2+ positive ints, got {self.channels}",
         )
+        for switch in (f.name for f in fields(self) if f.type == "bool"):
+            value = getattr(self, switch)
+            need(isinstance(value, bool), f"{switch} must be true or false, got {value!r}")
         need(self.epochs >= 2, f"epochs must be >= 2, got {self.epochs}")
         need(
             1 <= self.warmup < self.epochs,

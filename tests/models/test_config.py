@@ -39,6 +39,9 @@ def test_round_trips_through_a_dict():
         ({"patch_size": 16}, "patch_size must be >= 32"),
         ({"judge_learning_rate": 0.0}, "judge_learning_rate must be > 0"),
         ({"joint_supervision": "maybe"}, "joint_supervision must be auto, on or off"),
+        ({"augment_spatial": "maybe"}, "augment_spatial must be true or false, got 'maybe'"),
+        ({"augment_intensity": 1}, "augment_intensity must be true or false, got 1"),
+        ({"tta_flips": None}, "tta_flips must be true or false, got None"),
     ],
 )
 def test_invalid_values_are_refused_with_the_reason(change, message):
