@@ -429,7 +429,7 @@ def _score_case(
     given = as_slices(raw.astype(np.int64), channels=False)  # (D, h, w)
     factor = case.grid.side / run.size
     sliver = max(0, int((factor - 1) // 2))  # edits thinner than a working pixel are noise
-    pseudo = pseudo_label(probs, given, data, config, sliver=sliver)
+    pseudo = pseudo_label(probs, given, data, config, sliver=sliver, whole_objects=True)
     issues = issue_map(probs, given)
     geometry = case.geometry
     spacing = scoring_spacing(geometry)

@@ -2,9 +2,12 @@
 
 Arrays: ``probs`` is ``(K, *spatial)`` (softmax over K classes), ``given`` is ``(*spatial)``
 class indices, with spatial ``(H, W)`` or ``(D, H, W)`` for a stack of slices. Where the teacher
-is confident its class is taken; elsewhere the given label is kept. Each class is then cleaned:
-holes filled (per slice), new specks dropped, and only the largest component kept for classes
-that are one object.
+is confident its class is taken; elsewhere the given label is kept. An object the annotator did
+not draw is then added whole where the teacher is sure of part of it (its extent is the
+teacher's most likely class, as no annotator boundary exists to keep); one drawn where the
+teacher finds none is removed whole where the teacher is sure of that over the whole object.
+Each class is then cleaned: holes filled (per slice), new specks dropped, and only the largest
+component kept for classes that are one object.
 """
 
 from __future__ import annotations
@@ -41,6 +44,62 @@ def _open(mask: np.ndarray, radius: int) -> np.ndarray:
     return np.stack([ndimage.binary_opening(s, structure=disc) for s in mask])
 
 
+def _whole_objects(
+    probs: np.ndarray, given: np.ndarray, pseudo: np.ndarray, confidence: float
+) -> np.ndarray:
+    """``pseudo`` with each object-level edit carried to the whole object.
+
+    The confidence rule adds only the core of an object the annotator missed (its boundary is
+    where the teacher is unsure) and leaves a rim of an object drawn where there is none.
+    - An object the teacher finds of class c (its most likely class) that lies mostly outside
+      the given c is added whole where the rule added part of it: no annotator boundary exists
+      there to keep, so its extent is the teacher's.
+    - A given object of class c that lies mostly outside the teacher's c is removed whole where
+      the rule removed part of it and the teacher is sure of that as a whole: its mean
+      probability of not c over the object reaches ``confidence``, and it holds no more than
+      half of any teacher's object of c. Erasing what the annotator drew asks for more than a
+      sure core; a given object the teacher merely under-segments (a loose mask around a small
+      prediction) keeps the pixel rule.
+    Objects the annotator and the teacher share keep the pixel rule: the annotator's boundary
+    stays where the teacher is unsure.
+    """
+    top = probs.argmax(axis=0)
+    out = pseudo.copy()
+    for c in range(1, probs.shape[0]):
+        found, drawn = top == c, given == c
+        added = _objects_edited(found, drawn, (pseudo == c) & ~drawn)
+        removed = _objects_edited(drawn, found, (pseudo != c) & drawn, probs[c], confidence)
+        # A given object that holds most of a teacher's object is that object drawn too loose
+        # (or the teacher's too tight), not one drawn where there is none.
+        held = _objects_edited(found, ~drawn, found)
+        removed &= ~_objects_edited(drawn, np.zeros_like(drawn), held & drawn)
+        out = np.where(added & (pseudo == given) & ~drawn, top, out)
+        out = np.where(removed & (pseudo == c) & ~found, top, out)
+    return out
+
+
+def _objects_edited(
+    objects: np.ndarray,
+    other: np.ndarray,
+    edited: np.ndarray,
+    p_class: np.ndarray | None = None,
+    confidence: float = 0.0,
+) -> np.ndarray:
+    """Pixels of the ``objects`` that lie mostly outside ``other`` and hold an ``edited``
+    pixel (and, given ``p_class``, whose mean ``1 - p_class`` reaches ``confidence``)."""
+    labels, count = ndimage.label(objects)
+    if not count:
+        return np.zeros(objects.shape, bool)
+    index = np.arange(1, count + 1)
+    sizes = ndimage.sum_labels(objects, labels, index=index)
+    apart = ndimage.sum_labels(other, labels, index=index) < sizes / 2
+    edit = ndimage.sum_labels(edited, labels, index=index) > 0
+    if p_class is not None:
+        edit &= 1.0 - np.asarray(ndimage.mean(p_class, labels, index=index)) >= confidence
+    whole: np.ndarray = np.concatenate([[False], apart & edit])[labels]
+    return whole
+
+
 def cleanse(
     probs: np.ndarray,
     given: np.ndarray,
@@ -50,12 +109,14 @@ def cleanse(
     min_component_fraction: float = 0.1,
     fill_holes: bool = True,
     sliver: int = 0,
+    whole_objects: bool = True,
 ) -> np.ndarray:
     """Return the pseudo label ``(*spatial)``, in ``given``'s dtype.
 
     A minimal edit: the given label stays wherever the teacher is not confident, and edits
     narrower than ``2 * sliver + 1`` pixels (in-plane) are dropped, so the annotator's boundary
-    is kept where the teacher only disagrees by less than it can resolve.
+    is kept where the teacher only disagrees by less than it can resolve. ``whole_objects``
+    carries object-level edits to the whole object (``_whole_objects``).
     """
     _check(probs, given)
     if not 0.5 <= confidence <= 1.0:
@@ -67,6 +128,8 @@ def cleanse(
     if sliver:
         edited = _open(pseudo != given, sliver)
         pseudo = np.where(edited, pseudo, given)
+    if whole_objects:
+        pseudo = _whole_objects(probs, given, pseudo, confidence)
     for c in range(1, probs.shape[0]):
         mask = pseudo == c
         if not mask.any():

@@ -194,3 +194,27 @@ def test_a_drawn_class_of_many_objects_turns_auto_joint_supervision_off(tiny):
     assert train.uses_joint_supervision(
         config, dataclasses.replace(two, single_object_classes=(1, 2))
     )
+
+
+def test_training_pseudo_labels_keep_the_pixel_rule_and_the_repair_takes_whole_objects():
+    """A missed disc the teacher is sure of only at its core: training gets the core alone,
+    the final repair (``whole_objects``) the whole disc."""
+    yy, xx = np.mgrid[:48, :48]
+    r = np.hypot(yy - 24, xx - 24)
+    fg = np.where(r < 8, 0.95, np.where(r < 14, 0.65, 0.05))
+    probs = np.stack([1.0 - fg, fg])[:, None]  # (K, D, H, W)
+    given = np.zeros((1, 48, 48), np.int64)
+    data = train.TrainData(
+        images=torch.zeros(1, 1, 48, 48),
+        masks=torch.from_numpy(given),
+        slice_case=torch.tensor([0]),
+        case_slices=[slice(0, 1)],
+        num_classes=2,
+        in_channels=1,
+        single_object_classes=(1,),
+    )
+    config = AuditConfig()
+    core = train.pseudo_label(probs, given, data, config)
+    whole = train.pseudo_label(probs, given, data, config, whole_objects=True)
+    assert core.sum() == (r < 8).sum()
+    assert whole.sum() == (r < 14).sum()
