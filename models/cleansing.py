@@ -67,37 +67,33 @@ def _whole_objects(
     out = pseudo.copy()
     for c in range(1, probs.shape[0]):
         found, drawn = top == c, given == c
-        added = _objects_edited(found, drawn, (pseudo == c) & ~drawn)
-        removed = _objects_edited(drawn, found, (pseudo != c) & drawn, probs[c], confidence)
-        # A given object that holds most of a teacher's object is that object drawn too loose
-        # (or the teacher's too tight), not one drawn where there is none.
-        held = _objects_edited(found, ~drawn, found)
-        removed &= ~_objects_edited(drawn, np.zeros_like(drawn), held & drawn)
-        out = np.where(added & (pseudo == given) & ~drawn, top, out)
-        out = np.where(removed & (pseudo == c) & ~found, top, out)
+        teacher, n_found = ndimage.label(found)
+        annotator, n_drawn = ndimage.label(drawn)
+        per_found, per_drawn = np.arange(1, n_found + 1), np.arange(1, n_drawn + 1)
+        # The teacher's objects: mostly outside the given c, and where the rule added some c.
+        found_size = ndimage.sum_labels(found, teacher, per_found)
+        found_inside = ndimage.sum_labels(drawn, teacher, per_found)
+        added = ndimage.sum_labels((pseudo == c) & ~drawn, teacher, per_found) > 0
+        add = (found_inside < found_size / 2) & added
+        # The given objects: mostly outside the teacher's c, where the rule removed some c, the
+        # teacher sure over the whole object, and holding most of no teacher's object (that
+        # would be the teacher's object drawn too loose, not one drawn where there is none).
+        drawn_size = ndimage.sum_labels(drawn, annotator, per_drawn)
+        drawn_inside = ndimage.sum_labels(found, annotator, per_drawn)
+        removed = ndimage.sum_labels((pseudo != c) & drawn, annotator, per_drawn) > 0
+        sure = 1.0 - np.asarray(ndimage.mean(probs[c], annotator, per_drawn)) >= confidence
+        held = _per_pixel(found_inside > found_size / 2, teacher) & drawn
+        holder = ndimage.sum_labels(held, annotator, per_drawn) > 0
+        remove = (drawn_inside < drawn_size / 2) & removed & sure & ~holder
+        out = np.where(_per_pixel(add, teacher) & (pseudo == given) & ~drawn, top, out)
+        out = np.where(_per_pixel(remove, annotator) & (pseudo == c) & ~found, top, out)
     return out
 
 
-def _objects_edited(
-    objects: np.ndarray,
-    other: np.ndarray,
-    edited: np.ndarray,
-    p_class: np.ndarray | None = None,
-    confidence: float = 0.0,
-) -> np.ndarray:
-    """Pixels of the ``objects`` that lie mostly outside ``other`` and hold an ``edited``
-    pixel (and, given ``p_class``, whose mean ``1 - p_class`` reaches ``confidence``)."""
-    labels, count = ndimage.label(objects)
-    if not count:
-        return np.zeros(objects.shape, bool)
-    index = np.arange(1, count + 1)
-    sizes = ndimage.sum_labels(objects, labels, index=index)
-    apart = ndimage.sum_labels(other, labels, index=index) < sizes / 2
-    edit = ndimage.sum_labels(edited, labels, index=index) > 0
-    if p_class is not None:
-        edit &= 1.0 - np.asarray(ndimage.mean(p_class, labels, index=index)) >= confidence
-    whole: np.ndarray = np.concatenate([[False], apart & edit])[labels]
-    return whole
+def _per_pixel(per_object: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """A per-object flag (objects 1..n) spread over the pixels of ``labels`` (0: none)."""
+    flags: np.ndarray = np.concatenate([[False], per_object])[labels]
+    return flags
 
 
 def cleanse(
@@ -109,7 +105,7 @@ def cleanse(
     min_component_fraction: float = 0.1,
     fill_holes: bool = True,
     sliver: int = 0,
-    whole_objects: bool = True,
+    whole_objects: bool = False,
 ) -> np.ndarray:
     """Return the pseudo label ``(*spatial)``, in ``given``'s dtype.
 
