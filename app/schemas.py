@@ -419,8 +419,8 @@ class ResultOut(BaseModel):
     flagged: bool = Field(description="the label filter's mixture put the case in the noisy group")
     model_uncertain: bool | None = Field(
         default=None,
-        description="the teacher is unusually unsure near the objects: a hard or unusual image, "
-        "not evidence against the mask",
+        description="the network is unusually unsure near the objects: a hard or unusual image; "
+        "it does not enter the score, and a wrong mask can raise it too",
     )
     ce: float
     dice_gap: float

@@ -94,8 +94,8 @@ def _print_table(result: AuditResult, out: Path, top: int) -> None:
     if uncertain:
         print(
             f"\nThe network was unusually unsure on {len(uncertain)} case(s) (model_uncertain: "
-            f"a hard or unusual image, not evidence against its mask): {', '.join(uncertain[:5])}"
-            + (" ..." if len(uncertain) > 5 else "")
+            f"a hard or unusual image; it does not enter the score, nor clear the mask): "
+            f"{', '.join(uncertain[:5])}" + (" ..." if len(uncertain) > 5 else "")
         )
     if summary["filter_degenerate"]:
         print(

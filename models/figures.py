@@ -20,8 +20,9 @@ a 30 px one on a fetal head of ten times the radius weigh alike.
   the given mask the teacher does not find (count and share of the area);
 - ``confident_disagreement``: share of the objects' pixels where the teacher confidently
   (probability >= 0.9) picks another class than the given one;
-- ``uncertainty``: the teacher's mean normalised entropy near the objects: its own doubt, which
-  is not evidence against the mask.
+- ``uncertainty``: the teacher's mean normalised entropy near the objects: its own doubt. It is
+  not among the evidence figures, though a network that trained on a wrong mask is less sure
+  there too.
 
 Case-level figures take the worst class; per-class ones are kept as ``<figure>_class_<c>`` when
 there are several foreground classes.
