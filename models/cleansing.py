@@ -2,10 +2,11 @@
 
 Arrays: ``probs`` is ``(K, *spatial)`` (softmax over K classes), ``given`` is ``(*spatial)``
 class indices, with spatial ``(H, W)`` or ``(D, H, W)`` for a stack of slices. Where the teacher
-is confident its class is taken; elsewhere the given label is kept. An object the annotator did
-not draw is then added whole where the teacher is sure of part of it (its extent is the
-teacher's most likely class, as no annotator boundary exists to keep); one drawn where the
-teacher finds none is removed whole where the teacher is sure of that over the whole object.
+is confident its class is taken; elsewhere the given label is kept. With ``whole_objects`` (the
+final repair; training keeps the pixel rule), an object the annotator did not draw is then added
+whole where the teacher is sure of part of it (its extent is the teacher's most likely class, as
+no annotator boundary exists to keep); one drawn where the teacher finds none is removed whole
+where the teacher is sure of that over the whole object.
 Each class is then cleaned: holes filled (per slice), new specks dropped, and only the largest
 component kept for classes that are one object.
 """

@@ -147,7 +147,9 @@ def pseudo_label(
     The pseudo labels that supervise training keep the pixel rule: fed back from the filter's
     passes, whole-object edits changed the ranking (on the test pool's hc18 40-case set with
     large errors, seed 0, the final flag found no group) and worsened a 64 px toy run's pseudo
-    labels (``docs/benchmarks.md``, "missing and stray objects repaired whole").
+    labels (``docs/benchmarks.md``, "missing and stray objects repaired whole"); given only to
+    the cases the filter is sure of, they lost the flag on two of five dev sets with large errors
+    (``docs/benchmarks.md``, 2026-12-08).
     """
     return cleanse(
         probs,
