@@ -502,7 +502,9 @@ def _verdict(
             sizes(np.array([f.areas for f in synthetic])),
         ]
     )
-    calibration = calibrate(real, copies, names=(*EVIDENCE, "size_atypical"), reference=reference)
+    calibration = calibrate(
+        real, copies, names=(*EVIDENCE, "size_atypical"), reference=reference, seed=config.seed
+    )
     # The label filter's two-component mixture once more, on the graded evidence: a Gaussian
     # clean group and a noisy component, a blend of the copies' evidence density and a uniform
     # (models.flagging), a posterior per case.

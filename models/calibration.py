@@ -5,13 +5,8 @@ copies (``models.synthetic``) of the masks the audit is most sure of (the refere
 scored by the same network with the same figures. A logistic model, fitted with the copies and
 the reference cases weighing alike, separates the two; its log-odds is each case's ``evidence``:
 continuous, never saturated, monotone in how much more the mask looks like a known-noisy copy
-than like a sure one. Each figure's weight is held at or above 0 (a mask that disagrees more,
-in any figure, never looks less wrong), except the figures in ``SIGN_FREE``: fitted freely on
-copies it separates almost perfectly, the model gave negative weights to correlated figures,
-and where the copies were extreme a mask with no head drawn then looked less wrong than a hard
-clean case (``docs/benchmarks.md``, 2026-12-08). The noise score (``noise_score``) maps it into
-(0, 1) for ranking. The final flag's mixture on the evidence (``models.flagging``) gives
-``noise_probability``.
+than like a sure one. The noise score (``noise_score``) maps it into (0, 1) for ranking. The
+final flag's mixture on the evidence (``models.flagging``) gives ``noise_probability``.
 """
 
 from __future__ import annotations
@@ -20,13 +15,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize
-from scipy.special import expit
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
-
-from models.figure_names import SIGN_FREE
-
-L2 = 1.0  # the weights' ridge penalty, 1/2 L2 |w|^2 beside the weighted log-loss (sklearn's C=1)
 
 
 @dataclass(frozen=True)
@@ -59,6 +49,7 @@ def calibrate(
     *,
     names: tuple[str, ...],
     reference: np.ndarray,
+    seed: int = 0,
 ) -> Calibration:
     """``real`` ``(N, F)`` evidence figures of the cases, ``synthetic`` ``(M, F)`` of known-noisy
     copies of the ``reference`` cases (indices into ``real``).
@@ -80,43 +71,22 @@ def calibrate(
         return z
 
     x_ref, x_syn = standard(real[reference]), standard(synthetic)
-    x = np.concatenate([x_ref, x_syn])
-    y = np.concatenate([np.zeros(len(x_ref)), np.ones(len(x_syn))])
     weights = np.concatenate([np.ones(len(x_ref)), np.full(len(x_syn), len(x_ref) / len(x_syn))])
-    coef, intercept = _fit_logistic(x, y, weights, signed=[n in SIGN_FREE for n in names])
+    model = LogisticRegression(C=1.0, max_iter=2000, random_state=seed)
+    model.fit(
+        np.concatenate([x_ref, x_syn]),
+        np.concatenate([np.zeros(len(x_ref)), np.ones(len(x_syn))]),
+        sample_weight=weights,
+    )
     return Calibration(
-        evidence=standard(real) @ coef + intercept,
-        synthetic_evidence=x_syn @ coef + intercept,
+        evidence=model.decision_function(standard(real)),
+        synthetic_evidence=model.decision_function(x_syn),
         synthetic=len(x_syn),
-        separation=float(roc_auc_score(y, x @ coef + intercept)),
-        weights={n: round(float(w), 4) for n, w in zip(names, coef, strict=True)},
+        separation=float(
+            roc_auc_score(
+                np.concatenate([np.zeros(len(x_ref)), np.ones(len(x_syn))]),
+                model.decision_function(np.concatenate([x_ref, x_syn])),
+            )
+        ),
+        weights={n: round(float(w), 4) for n, w in zip(names, model.coef_[0], strict=True)},
     )
-
-
-def _fit_logistic(
-    x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray, *, signed: list[bool]
-) -> tuple[np.ndarray, float]:
-    """Weighted, L2-penalised logistic regression (the intercept unpenalised) with each weight
-    held >= 0 unless ``signed``; returns the weights and the intercept."""
-    features = x.shape[1]
-
-    def loss(params: np.ndarray) -> tuple[float, np.ndarray]:
-        coef, intercept = params[:features], params[features]
-        z = x @ coef + intercept
-        value = np.sum(sample_weight * (np.logaddexp(0.0, z) - y * z)) + 0.5 * L2 * coef @ coef
-        residual = sample_weight * (expit(z) - y)
-        gradient = np.concatenate([x.T @ residual + L2 * coef, [residual.sum()]])
-        return float(value), gradient
-
-    bounds = [(None, None) if free else (0.0, None) for free in signed] + [(None, None)]
-    fit = minimize(
-        loss,
-        np.zeros(features + 1),
-        jac=True,
-        method="L-BFGS-B",
-        bounds=bounds,
-        options={"maxiter": 2000, "gtol": 1e-8},
-    )
-    if not np.all(np.isfinite(fit.x)):
-        raise RuntimeError(f"the calibration's logistic fit failed: {fit.message}")
-    return fit.x[:features], float(fit.x[features])

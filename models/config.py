@@ -69,11 +69,6 @@ class AuditConfig:
     gmm_max_noisy_weight: float = 0.5  # a "noisy" component larger than this is no clean majority
     clean_prob_momentum: float = 0.5  # smoothing of the clean probability across epochs
     flag_threshold: float = 0.5  # flagged when the smoothed clean probability is below
-    # With joint supervision, a flagged case whose smoothed clean probability is below this
-    # trains on the pseudo label with object-level edits carried to the whole object
-    # (models.cleansing, as the final repair); other flagged cases keep the pixel rule. 0: the
-    # pixel rule for every case.
-    whole_objects_below: float = 0.1
     degenerate_pass: Literal["hold", "decay"] = (
         "hold"  # a pass with no noisy group: "hold" or "decay" (to clean)
     )
@@ -172,10 +167,6 @@ class AuditConfig:
             "flag_copies_weight must be in [0, 1] (or None: fitted)",
         )
         need(0.0 < self.flag_threshold < 1.0, "flag_threshold must be in (0, 1)")
-        need(
-            0.0 <= self.whole_objects_below <= self.flag_threshold,
-            f"whole_objects_below must be in [0, flag_threshold], got {self.whole_objects_below}",
-        )
         need(
             0.5 <= self.confidence <= 1.0, f"confidence must be in [0.5, 1], got {self.confidence}"
         )

@@ -43,12 +43,6 @@ EVIDENCE = (
     "missing_fraction",
     "extra_fraction",
 )
-# The evidence figures whose weight in the calibration may be negative; every other one counts
-# only towards a wrong mask (models.calibration). The share of the given mask's objects the
-# network did not find is as often the network's miss (a faint nucleus in a crowded image) as
-# the annotator's stray object; a network rarely finds a whole object that is not there, so
-# missing objects are not exempt.
-SIGN_FREE = ("extra_fraction",)
 
 
 KINDS = ("missing_object", "extra_object", "boundary")  # the kinds of disagreement, in order

@@ -143,13 +143,13 @@ def pseudo_label(
 ) -> np.ndarray:
     """The cleansing module with this audit's settings, for ``(K, D, H, W)`` probabilities.
 
-    ``whole_objects``: carry object-level edits to the whole object (the final repair, and in
-    training the cases whose smoothed clean probability is below
-    ``config.whole_objects_below``). Given to every flagged case in training, whole-object edits
-    changed the ranking (on the test pool's hc18 40-case set with large errors, seed 0, the
-    final flag found no group) and worsened a 64 px toy run's pseudo labels
-    (``docs/benchmarks.md``, "missing and stray objects repaired whole"); the cases the filter is
-    sure of gain from them (``docs/benchmarks.md``, 2026-12-08).
+    ``whole_objects`` (the final repair only): carry object-level edits to the whole object.
+    The pseudo labels that supervise training keep the pixel rule: fed back from the filter's
+    passes, whole-object edits changed the ranking (on the test pool's hc18 40-case set with
+    large errors, seed 0, the final flag found no group) and worsened a 64 px toy run's pseudo
+    labels (``docs/benchmarks.md``, "missing and stray objects repaired whole"); given only to
+    the cases the filter is sure of, they lost the flag on two of five dev sets with large errors
+    (``docs/benchmarks.md``, 2026-12-08).
     """
     return cleanse(
         probs,
@@ -184,19 +184,10 @@ def filter_step(
     tta = config.tta_flips if tta is None else tta
     figures: list[Disagreement] = []
     pseudo = torch.empty_like(data.masks)
-    # Only with joint supervision: without it (masks of many objects, mostly right even when
-    # flagged) pseudo labels train in the last epoch alone, and a whole stray object removed
-    # there would as often be one the network misses.
-    sure_whole = config.whole_objects_below > 0 and uses_joint_supervision(config, data)
-    whole = torch.empty_like(data.masks) if sure_whole else None
     for span in data.case_slices:
         probs_k, given, found = _judge(state.teacher.module, data, span, config, tta)
         figures.append(found)
         pseudo[span] = torch.from_numpy(pseudo_label(probs_k, given, data, config))
-        if whole is not None:
-            whole[span] = torch.from_numpy(
-                pseudo_label(probs_k, given, data, config, whole_objects=True)
-            )
     result = fit_label_filter(
         log_scale(np.array([f.features() for f in figures])),
         seed=config.seed,
@@ -211,10 +202,6 @@ def filter_step(
         m = config.clean_prob_momentum
         state.clean_prob = m * state.clean_prob + (1.0 - m) * result.clean_prob
     state.flagged = state.clean_prob < config.flag_threshold
-    if whole is not None:  # the masks the filter is sure of train on whole-object edits
-        for index in np.flatnonzero(state.clean_prob < config.whole_objects_below):
-            span = data.case_slices[index]
-            pseudo[span] = whole[span]
     state.pseudo, state.figures = pseudo, figures
     return result
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -197,67 +196,25 @@ def test_a_drawn_class_of_many_objects_turns_auto_joint_supervision_off(tiny):
     )
 
 
-def _missed_disc(cases: int = 1):
-    """A disc the annotator missed in every case, the teacher sure of its core only (0.95 inside
-    radius 8, 0.65 out to 14); the probabilities ``(K, D, H, W)``, the radii and the data."""
+def test_training_pseudo_labels_keep_the_pixel_rule_and_the_repair_takes_whole_objects():
+    """A missed disc the teacher is sure of only at its core: training gets the core alone,
+    the final repair (``whole_objects``) the whole disc."""
     yy, xx = np.mgrid[:48, :48]
     r = np.hypot(yy - 24, xx - 24)
     fg = np.where(r < 8, 0.95, np.where(r < 14, 0.65, 0.05))
-    probs = np.stack([1.0 - fg, fg])[:, None]
+    probs = np.stack([1.0 - fg, fg])[:, None]  # (K, D, H, W)
+    given = np.zeros((1, 48, 48), np.int64)
     data = train.TrainData(
-        images=torch.zeros(cases, 1, 48, 48),
-        masks=torch.zeros(cases, 48, 48, dtype=torch.int64),
-        slice_case=torch.arange(cases),
-        case_slices=[slice(i, i + 1) for i in range(cases)],
+        images=torch.zeros(1, 1, 48, 48),
+        masks=torch.from_numpy(given),
+        slice_case=torch.tensor([0]),
+        case_slices=[slice(0, 1)],
         num_classes=2,
         in_channels=1,
         single_object_classes=(1,),
     )
-    return probs, r, data
-
-
-def test_the_pixel_rule_takes_the_core_and_whole_objects_the_whole_disc():
-    """The pixel rule adds the core alone, ``whole_objects`` (the final repair, and training's
-    surest cases) the whole disc."""
-    probs, r, data = _missed_disc()
-    given = data.masks.numpy()
     config = AuditConfig()
     core = train.pseudo_label(probs, given, data, config)
     whole = train.pseudo_label(probs, given, data, config, whole_objects=True)
     assert core.sum() == (r < 8).sum()
     assert whole.sum() == (r < 14).sum()
-
-
-@pytest.mark.parametrize(
-    ("below", "joint", "sure_takes_whole"),
-    [(0.1, "auto", True), (0.0, "auto", False), (0.1, "off", False)],
-)
-def test_the_cases_the_filter_is_sure_of_train_on_whole_objects(
-    monkeypatch, below, joint, sure_takes_whole
-):
-    """Three cases with the same missed disc, smoothed clean probabilities 0.0, 0.3 and 1.0:
-    below ``whole_objects_below`` the pseudo label takes the whole disc, a case flagged above it
-    the core (the pixel rule); 0 keeps the pixel rule for every case, and so does a run without
-    joint supervision."""
-    probs, r, data = _missed_disc(3)
-    config = AuditConfig(whole_objects_below=below, joint_supervision=joint)
-
-    def judge(_teacher, d, span, c, _tta):
-        given = d.masks[span].numpy()
-        return probs, given, train.measure(probs, given, ring_radius=c.ring_radius)
-
-    monkeypatch.setattr(train, "_judge", judge)
-    monkeypatch.setattr(train, "fit_label_filter", _fake_filter(np.array([0.0, 0.3, 1.0]), False))
-    state = SimpleNamespace(teacher=SimpleNamespace(module=None), clean_prob=None)
-    train.filter_step(state, data, config)
-    assert state.flagged.tolist() == [True, True, False]
-    sums = [int(state.pseudo[i].sum()) for i in range(3)]
-    core, disc = int((r < 8).sum()), int((r < 14).sum())
-    assert sums == ([disc, core, core] if sure_takes_whole else [core, core, core])
-
-
-def test_whole_objects_below_must_lie_under_the_flag_threshold():
-    with pytest.raises(ValueError, match="whole_objects_below must be in"):
-        AuditConfig(whole_objects_below=0.6)
-    with pytest.raises(ValueError, match="whole_objects_below must be in"):
-        AuditConfig(whole_objects_below=-0.1)
